@@ -1,0 +1,1 @@
+"""Metrics, the consumer-group lag exporter and the Prometheus/Alertmanager configuration."""

@@ -177,25 +177,73 @@ class ConsumerMetrics:
 
 
 class LagMetrics:
-    """Metrics of the lag exporter (``minibroker lag``)."""
+    """Metrics of the lag exporter (``minibroker lag``).
+
+    A group's series never vanish once it has been seen (see :mod:`monitoring.lag`). Its
+    Burrow-style status is exported twice: ``consumer_group_status{group}`` is the number
+    (0 OK, 1 WARN, 2 ERR, 3 STALL, 4 STOP: worse is higher, so ``max`` and ``>=`` work) and
+    ``consumer_group_status_state{group,status}`` is 1 for the current status and 0 for the
+    four others, all five always present, so a status change never starts a new series.
+    """
+
+    STATUSES = ("OK", "WARN", "ERR", "STALL", "STOP")
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.lag_messages = Gauge(
             PREFIX + "consumer_group_lag_messages",
-            "Messages between a group's committed offset and the partition's end.",
+            "Readable messages between a group's committed offset and the partition's end.",
             ["group", "topic", "partition"], registry=registry,
+        )
+        self.committed_offset = Gauge(
+            PREFIX + "consumer_group_committed_offset",
+            "The group's committed offset (next message it will read).",
+            ["group", "topic", "partition"], registry=registry,
+        )
+        self.end_offset = Gauge(
+            PREFIX + "partition_end_offset",
+            "End offset of a partition read by a watched group (last stable offset).",
+            ["topic", "partition"], registry=registry,
         )
         self.lag_seconds = Gauge(
             PREFIX + "consumer_group_lag_seconds",
-            "Seconds the group's oldest unconsumed message has waited (max over partitions).",
+            "Seconds the group's oldest unread message has waited (max over partitions).",
             ["group"], registry=registry,
         )
         self.status = Gauge(
             PREFIX + "consumer_group_status",
-            "Burrow-style status: 0 OK, 1 WARN, 2 ERR, 3 STALL, 4 STOP; label status names it.",
+            "Burrow-style status: 0 OK, 1 WARN, 2 ERR, 3 STALL, 4 STOP.",
+            ["group"], registry=registry,
+        )
+        self._status_state = Gauge(
+            PREFIX + "consumer_group_status_state",
+            "1 for the group's current Burrow-style status, 0 for the other four.",
             ["group", "status"], registry=registry,
         )
         self.members = Gauge(
             PREFIX + "consumer_group_members", "Members of the consumer group.",
             ["group"], registry=registry,
         )
+        self.polls = Counter(
+            PREFIX + "lag_exporter_polls", "Polls of the broker attempted.", registry=registry,
+        )
+        self.poll_errors = Counter(
+            PREFIX + "lag_exporter_poll_errors",
+            "Polls (or parts of a poll) that failed; values then keep their last reading.",
+            registry=registry,
+        )
+        self.poll_seconds = Gauge(
+            PREFIX + "lag_exporter_poll_seconds", "Duration of the last poll.",
+            registry=registry,
+        )
+        self.last_poll_time = Gauge(
+            PREFIX + "lag_exporter_last_poll_timestamp_seconds",
+            "Unix time of the last complete poll.", registry=registry,
+        )
+
+    def set_status(self, group: str, code: int) -> None:
+        """Set ``group``'s status to ``code`` (0-4) in both representations."""
+        if not 0 <= code < len(self.STATUSES):
+            raise ValueError(f"status code must be 0..{len(self.STATUSES) - 1}, got {code}")
+        self.status.labels(group=group).set(code)
+        for i, name in enumerate(self.STATUSES):
+            self._status_state.labels(group=group, status=name).set(1 if i == code else 0)

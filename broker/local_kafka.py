@@ -9,6 +9,7 @@ without Java or Maven, ``compose/`` runs the official apache/kafka image instead
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -291,10 +292,8 @@ class LocalKafka:
         pid = self._proc.pid if self._proc is not None else self.running_pid()
         if pid is None:
             return False
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc is not None:
@@ -308,10 +307,8 @@ class LocalKafka:
             time.sleep(0.2)
         else:
             log.warning("Kafka did not stop within %.0f s; killing it", timeout)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             if self._proc is not None:
                 self._proc.wait()
         self.pid_file.unlink(missing_ok=True)

@@ -47,8 +47,8 @@ def option(
     parser: argparse.ArgumentParser | Any,
     *flags: str,
     default: Any = None,
-    type: Callable[[str], Any] | None = None,  # noqa: A002 - mirrors argparse
-    help: str = "",  # noqa: A002
+    type: Callable[[str], Any] | None = None,
+    help: str = "",
     flag: bool = False,
     **kwargs: Any,
 ) -> None:

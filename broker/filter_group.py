@@ -1,0 +1,325 @@
+"""``minibroker filter BROKER TOPIC FIRST LAST``: one filter group on Kafka.
+
+One consumer group per filter group reads the full stream; :class:`broker.core.GroupCore`
+decodes each alert once and applies the filters and the per-visit cap; each delivered
+alert's original bytes go to the filter's own topic with ``visit``, ``filter``,
+``alert_timestamp`` and ``group`` headers.
+
+Delivery guarantee: outputs, dead letters, the cap state and the input offsets are
+written in one Kafka transaction (transactional.id = the group id). Input offsets are
+therefore committed only together with the outputs they caused: a crash (even kill -9)
+loses nothing, and a restarted group, reading the cap state of the last committed
+transaction from ``minibroker-state``, neither duplicates an output nor exceeds the cap.
+End consumers read with isolation.level=read_committed (librdkafka's default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.options import (
+    UsageError,
+    non_negative_int,
+    option,
+    positive_float,
+    positive_int,
+)
+from broker.visits import VisitStats, VisitTracker
+
+__all__ = ["FilterGroupConfig", "add_parser_args", "default_group_id", "main", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def default_group_id(first: int, last: int) -> str:
+    """The consumer group (and transactional id) of filters FIRST..LAST."""
+    return f"minibroker-filters-{first:03d}-{last:03d}"
+
+
+@dataclass
+class FilterGroupConfig:
+    """Settings of one filter group."""
+
+    bootstrap: str
+    topic: str = "full-stream"
+    first: int = 1
+    last: int = 20
+    filters: str | None = None
+    group_id: str | None = None
+    cap: int = 20
+    commit_interval: float = 0.5
+    commit_every: int = 5000
+    batch: int = 1000
+    visit_idle: float = 2.0
+    bare_schema: str | None = None
+    metrics_port: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        return self.group_id or default_group_id(self.first, self.last)
+
+
+class _Pending:
+    """Counts of the open transaction, applied to metrics only once it commits."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.reset()
+
+    def reset(self) -> None:
+        self.consumed = 0
+        self.dead = 0
+        self.delivered = [0] * self.n
+        self.capped = [0] * self.n
+        self.errors = [0] * self.n
+
+
+def run(cfg: FilterGroupConfig, stop: threading.Event | None = None,
+        out: Callable[[str], None] = print) -> None:
+    """Run the group until ``stop`` is set (or SIGTERM/Ctrl-C in the CLI)."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    from broker import kafka_io
+    from broker.alerts import load_schema
+    from broker.core import GroupCore
+    from broker.filters import load_filters
+    from monitoring.metrics import FilterGroupMetrics, make_registry, serve
+
+    stop = stop or threading.Event()
+    filters = load_filters(cfg.filters).select(cfg.first, cfg.last)
+    bare = load_schema(cfg.bare_schema) if cfg.bare_schema else None
+    core = GroupCore(filters, cfg.cap, bare_schema=bare)
+    names = core.names
+    group = cfg.group
+    dead_topic = kafka_io.deadletter_topic(cfg.topic)
+
+    kafka_io.wait_for_broker(cfg.bootstrap)
+    kafka_io.ensure_topics(cfg.bootstrap, [*names, dead_topic])
+    kafka_io.ensure_topics(cfg.bootstrap, [kafka_io.STATE_TOPIC],
+                           config={"cleanup.policy": "compact"})
+    if not kafka_io.topic_exists(cfg.bootstrap, cfg.topic):
+        raise UsageError(f"input topic {cfg.topic} does not exist: start the producer "
+                         "(minibroker produce) or create the topic first")
+
+    registry = make_registry()
+    metrics = FilterGroupMetrics(registry, group, names)
+    serve(registry, cfg.metrics_port)
+
+    prod = kafka_io.producer(cfg.bootstrap, transactional_id=group, **cfg.extra)
+    prod.init_transactions(60)
+    state = kafka_io.read_state(cfg.bootstrap, group)
+    if state and "caps" in state:
+        core.caps.restore(state["caps"])
+        log.info("group %s resumed cap counts of %d visits", group, len(state["caps"]["counts"]))
+    committed_caps = core.caps.snapshot()
+
+    tracker = VisitTracker(names, idle=cfg.visit_idle)
+    pending = _Pending(len(names))
+    offsets: dict[tuple[str, int], int] = {}
+    eof: dict[tuple[str, int], bool] = {}
+    txn = {"start": time.monotonic(), "n": 0}
+    cons = kafka_io.consumer(cfg.bootstrap, group)
+
+    def commit() -> None:
+        key, value = kafka_io.state_record(group, {"caps": core.caps.snapshot()})
+        prod.produce(kafka_io.STATE_TOPIC, value, key)
+        if offsets:
+            prod.send_offsets_to_transaction(
+                [TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                cons.consumer_group_metadata(), 60,
+            )
+        prod.commit_transaction(120)
+        now = time.time()
+        tracker.committed(now)
+        nonlocal committed_caps
+        committed_caps = core.caps.snapshot()
+        metrics.alerts_consumed.inc(pending.consumed)
+        metrics.dead_letters.inc(pending.dead)
+        for i, name in enumerate(names):
+            if pending.delivered[i]:
+                metrics.passed[name].inc(pending.delivered[i])
+            if pending.capped[i]:
+                metrics.capped[name].inc(pending.capped[i])
+            if pending.errors[i]:
+                metrics.errors[name].inc(pending.errors[i])
+        pending.reset()
+        offsets.clear()
+        prod.begin_transaction()
+        txn["start"], txn["n"] = time.monotonic(), 0
+
+    def abort() -> None:
+        """Roll back to the last commit: caps, counts, and the consumer's position."""
+        prod.abort_transaction(60)
+        core.caps.restore(committed_caps)
+        tracker.rolled_back()
+        pending.reset()
+        offsets.clear()
+        assigned = cons.assignment()
+        if assigned:
+            for tp in cons.committed(assigned, timeout=30):
+                # No committed offset yet means "from the beginning" for this group.
+                tp.offset = tp.offset if tp.offset >= 0 else -2
+                cons.seek(tp)
+        prod.begin_transaction()
+        txn["start"], txn["n"] = time.monotonic(), 0
+
+    def on_revoke(_c: object, _parts: list) -> None:
+        # Commit what was processed while the partitions were still ours.
+        if txn["n"]:
+            commit()
+        eof.clear()
+
+    def report(st: VisitStats) -> None:
+        metrics.visit_seconds.observe(st.seconds)
+        metrics.last_visit.set(st.visit)
+        metrics.last_visit_seconds.set(st.seconds)
+        metrics.last_visit_time.set(time.time())
+        metrics.visits_completed.inc()
+        for i, name in enumerate(names):
+            metrics.visit_delivered[name].set(st.delivered[i])
+            metrics.visit_passed[name].set(st.passed[i])
+        out(f"visit:{st.visit} group:{group} alerts:{st.alerts} passed:{sum(st.passed)} "
+            f"delivered:{sum(st.delivered)} capped:{sum(st.capped)} seconds:{st.seconds:.3f} "
+            f"first:{st.first_consumed:.3f} last:{st.first_consumed + st.seconds:.3f}")
+
+    cons.subscribe([cfg.topic], on_revoke=on_revoke)
+    prod.begin_transaction()
+    log.info("group %s: %d filters (%s..%s) on %s, cap %d", group, len(names), names[0],
+             names[-1], cfg.topic, cfg.cap)
+    try:
+        while not stop.is_set():
+            msgs = cons.consume(cfg.batch, 0.1)
+            now = time.time()
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        eof[(m.topic(), m.partition())] = True
+                        continue
+                    if err.fatal():
+                        raise KafkaException(err)
+                    log.warning("consumer error (retrying): %s", err)
+                    continue
+                tp = (m.topic(), m.partition())
+                eof[tp] = False
+                offsets[tp] = m.offset() + 1
+                value = m.value() or b""
+                res = core.process(value)
+                pending.consumed += 1
+                txn["n"] += 1
+                if res.malformed is not None:
+                    pending.dead += 1
+                    prod.produce(dead_topic, value, m.key(), headers=[
+                        ("reason", res.malformed.reason.encode()),
+                        ("error", str(res.malformed)[:500].encode()),
+                        ("source", f"{m.topic()}/{m.partition()}/{m.offset()}".encode()),
+                        ("group", group.encode()),
+                    ])
+                    continue
+                visit = res.visit
+                assert visit is not None
+                st = tracker.consumed(visit, now)
+                for i in res.errors:
+                    pending.errors[i] += 1
+                for i in res.capped:
+                    pending.capped[i] += 1
+                    st.capped[i] += 1
+                    st.passed[i] += 1
+                if res.deliver:
+                    headers = [
+                        ("visit", str(visit).encode()),
+                        ("alert_timestamp", str(m.timestamp()[1]).encode()),
+                        ("group", group.encode()),
+                    ]
+                    for i in res.deliver:
+                        prod.produce(names[i], value, m.key(),
+                                     headers=[*headers, ("filter", names[i].encode())])
+                        pending.delivered[i] += 1
+                        st.delivered[i] += 1
+                        st.passed[i] += 1
+                    st.pending_outputs += len(res.deliver)
+                prod.poll(0)
+            caught_up = bool(eof) and all(eof.values())
+            elapsed = time.monotonic() - txn["start"]
+            if txn["n"] and (elapsed >= cfg.commit_interval or txn["n"] >= cfg.commit_every
+                             or (caught_up and elapsed >= 0.05)):
+                try:
+                    commit()
+                except KafkaException as exc:
+                    kerr = exc.args[0]
+                    if kerr.txn_requires_abort():
+                        log.warning("transaction aborted, replaying from the last commit: %s",
+                                    kerr)
+                        abort()
+                    else:
+                        raise
+            for st in tracker.complete(time.time(), caught_up):
+                report(st)
+    finally:
+        try:
+            if txn["n"]:
+                commit()
+            else:
+                prod.abort_transaction(30)
+        except Exception as exc:  # shutting down: the next start replays from the last commit
+            log.warning("final commit failed (%s); uncommitted input will be replayed", exc)
+        cons.close()
+        prod.flush(30)
+
+
+def add_parser_args(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``minibroker filter``."""
+    parser.add_argument("broker", metavar="BROKER", help="Kafka bootstrap servers, host:port")
+    parser.add_argument("topic", metavar="TOPIC", help="input topic (e.g. full-stream)")
+    parser.add_argument("first", metavar="FIRST", type=positive_int,
+                        help="first filter (1-based position in the catalogue)")
+    parser.add_argument("last", metavar="LAST", type=positive_int, help="last filter")
+    option(parser, "--filters", help="user filters as module:attribute (default: catalogue)")
+    option(parser, "--group-id", help="consumer group id (default: minibroker-filters-FFF-LLL)")
+    option(parser, "--cap", default=20, type=non_negative_int,
+           help="most alerts per filter per visit")
+    option(parser, "--commit-interval", default=0.5, type=positive_float,
+           help="seconds between transaction commits")
+    option(parser, "--visit-idle", default=2.0, type=positive_float,
+           help="seconds without alerts after which a visit counts as complete")
+    option(parser, "--bare-schema",
+           help="read bare schemaless Avro of this schema version (2018 format)")
+    option(parser, "--metrics-port", default=0, type=non_negative_int,
+           help="serve Prometheus metrics on this port (0 = off)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run filters FIRST..LAST as one filter group."""
+    from broker.filters import load_filters
+
+    try:
+        registry = load_filters(args.filters)
+        registry.select(args.first, args.last)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.bare_schema:
+        from broker.alerts import available_versions
+
+        if args.bare_schema not in available_versions():
+            raise UsageError(f"unknown --bare-schema {args.bare_schema}; choose one of "
+                             + ", ".join(available_versions()))
+    cfg = FilterGroupConfig(
+        bootstrap=args.broker, topic=args.topic, first=args.first, last=args.last,
+        filters=args.filters, group_id=args.group_id, cap=args.cap,
+        commit_interval=args.commit_interval, visit_idle=args.visit_idle,
+        bare_schema=args.bare_schema, metrics_port=args.metrics_port,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        run(cfg, stop, out=lambda line: print(line, flush=True))
+    return 0

@@ -1,0 +1,187 @@
+"""Measure the model's per-alert costs on this machine through the project's own code.
+
+:func:`measure_costs` times, per alert, on generated alerts of one profile:
+
+- ``decode_source`` / ``decode_history`` / ``decode_full``: ``broker.alerts.Decoder``
+  with fields ``{"diaSource"}``, ``{"diaSource", "prvDiaSources"}`` and ``None``;
+- ``per_filter``: every filter of ``broker.catalogue.default_filters()`` called on
+  decoded alerts, averaged over filters;
+- the serialisation part of ``producer_send``: ``broker.generator.generate_visit``.
+
+Costs that need Kafka (``consume``, ``produce``, ``broker_in``, ``broker_out``,
+``per_visit``, ``user_receive``, the Kafka part of ``producer_send``) are not measured
+here: pass them in ``kafka=`` when a Kafka benchmark has measured them, otherwise they
+keep their values from the base calibration. Hand-entered costs of other designs (the
+2018 pool's ``dispatch_*``) are kept as well.
+
+Timing uses this thread's CPU clock (``time.thread_time``), so other load on the machine
+(Kafka benchmarks) does not inflate the numbers, and takes the best of ``repeats``
+passes after a warm-up. The project modules are imported lazily, so the model itself
+works without them; tests inject small callables instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sim.costs import Costs
+
+__all__ = ["FIELD_SETS", "Measurement", "measure_costs"]
+
+log = logging.getLogger(__name__)
+
+# Top-level alert fields decoded for each ``reads`` level (None: everything).
+FIELD_SETS: dict[str, frozenset[str] | None] = {
+    "decode_source": frozenset({"diaSource"}),
+    "decode_history": frozenset({"diaSource", "prvDiaSources"}),
+    "decode_full": None,
+}
+
+
+class _Decoder(Protocol):
+    def decode(self, data: bytes) -> dict[str, Any]: ...
+
+
+GenerateFn = Callable[[int, str, int], list[bytes]]
+"""(count, profile, seed) -> wire-format alert bytes."""
+DecoderFactory = Callable[[frozenset[str] | None], _Decoder]
+_Filter = Callable[[dict[str, Any]], bool]
+"""A filter: called on a decoded alert; its ``name`` attribute is used in notes."""
+
+
+@dataclass
+class Measurement:
+    """Measured costs plus, per cost, how it was obtained."""
+
+    costs: Costs
+    notes: dict[str, str] = field(default_factory=dict)
+    alert_bytes: float = 0.0
+    """Mean size of the measured alerts, bytes."""
+
+
+def _default_generate(count: int, profile: str, seed: int) -> list[bytes]:
+    from broker.generator import generate_visit
+
+    return generate_visit(1, count, profile=profile, seed=seed)
+
+
+def _default_decoder(fields: frozenset[str] | None) -> _Decoder:
+    from broker.alerts import Decoder
+
+    return Decoder(fields)
+
+
+def _default_filters() -> Sequence[_Filter]:
+    from broker.catalogue import default_filters
+
+    return default_filters()
+
+
+def _best_per_item(fn: Callable[[Any], object], items: Sequence[Any], repeats: int,
+                   clock: Callable[[], float]) -> float:
+    """Best (smallest) mean CPU seconds per item over ``repeats`` passes, after a warm-up."""
+    for item in items[: min(len(items), 20)]:
+        fn(item)
+    best = float("inf")
+    for _ in range(repeats):
+        start = clock()
+        for item in items:
+            fn(item)
+        best = min(best, clock() - start)
+    return max(best, 0.0) / len(items)
+
+
+def measure_costs(
+    profile: str = "realistic",
+    *,
+    base: Costs | None = None,
+    alerts: int = 300,
+    repeats: int = 3,
+    seed: int = 0,
+    generate: GenerateFn | None = None,
+    decoder: DecoderFactory | None = None,
+    filters: Sequence[_Filter] | None = None,
+    kafka: Mapping[str, float] | None = None,
+    clock: Callable[[], float] = time.thread_time,
+) -> Measurement:
+    """Measure decode, filter and serialisation costs of ``profile`` on this machine.
+
+    ``base`` supplies every cost not measured (default: :class:`Costs` defaults).
+    ``kafka`` sets costs measured on a real Kafka (any :class:`Costs` field, plus
+    ``producer_kafka``: the producer's per-alert send cost, added to the measured
+    serialisation to give ``producer_send``). ``generate``, ``decoder`` and ``filters``
+    replace the project's code paths (for tests); ``clock`` the CPU clock.
+    """
+    if alerts < 1 or repeats < 1:
+        raise ValueError(f"alerts and repeats must be >= 1, got {alerts} and {repeats}")
+    base = base or Costs()
+    generate = generate or _default_generate
+    decoder = decoder or _default_decoder
+    host = platform.node() or "unknown host"
+    when = datetime.now(UTC).strftime("%Y-%m-%d")
+    where = f"measured {when} on {host} ({platform.python_implementation()} " \
+            f"{platform.python_version()}, {alerts} {profile} alerts, best of {repeats})"
+    values: dict[str, float] = {}
+    notes: dict[str, str] = {}
+
+    generate(min(alerts, 10), profile, seed)  # warm-up: schema loading, cached templates
+    start = clock()
+    data = generate(alerts, profile, seed)
+    serialise = (clock() - start) / max(len(data), 1)
+    if not data:
+        raise ValueError(f"the generator returned no {profile} alerts")
+    size = sum(len(d) for d in data) / len(data)
+
+    for name, fields in FIELD_SETS.items():
+        try:
+            dec = decoder(fields)
+            values[name] = _best_per_item(dec.decode, data, repeats, clock)
+            notes[name] = f"{where}: Decoder({sorted(fields) if fields else None}).decode"
+        except Exception as exc:  # a profile may lack a field: keep the base value, say so
+            notes[name] = f"not measured ({exc}); kept from the base calibration"
+            log.warning("%s %s: %s", profile, name, exc)
+
+    chosen = list(filters) if filters is not None else list(_default_filters())
+    if chosen:
+        full = decoder(None)
+        decoded = [full.decode(d) for d in data]
+        total, calls, failed = 0.0, 0, []
+        for flt in chosen:
+            try:
+                per = _best_per_item(flt, decoded, repeats, clock)
+            except Exception as exc:  # a broken filter must not stop the calibration
+                failed.append(f"{getattr(flt, 'name', flt)}: {exc}")
+                continue
+            total += per
+            calls += 1
+        if calls:
+            values["per_filter"] = total / calls
+            notes["per_filter"] = f"{where}: mean over {calls} filters" + (
+                f" ({len(failed)} failed: {'; '.join(failed[:3])})" if failed else "")
+
+    kafka = dict(kafka or {})
+    producer_kafka = kafka.pop("producer_kafka", None)
+    if producer_kafka is not None:
+        values["producer_send"] = serialise + float(producer_kafka)
+        notes["producer_send"] = f"{where}: generate_visit serialisation " \
+            f"{serialise:.3g} s + Kafka send {float(producer_kafka):.3g} s"
+    else:
+        notes["producer_send"] = f"kept from the base calibration (serialisation alone " \
+            f"measured {serialise:.3g} s per alert; the Kafka send part needs Kafka)"
+    unknown = sorted(set(kafka) - set(Costs.names()))
+    if unknown:
+        raise ValueError(f"unknown Kafka-measured cost(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(Costs.names())}, producer_kafka")
+    for name, value in kafka.items():
+        values[name] = float(value)
+        notes[name] = f"measured on Kafka, given to calibrate ({when})"
+    # Three significant digits: more would be noise on a shared machine.
+    values = {k: float(f"{v:.3g}") for k, v in values.items()}
+    costs = replace(base, **values)  # Costs validates the values (>= 0, finite)
+    return Measurement(costs, notes, size)

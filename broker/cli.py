@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import NoReturn
 
 from broker import __version__
 from broker.options import UsageError
@@ -43,9 +44,16 @@ def _load(name: str) -> ModuleType:
     return importlib.import_module(COMMANDS[name][0])
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message and where to look, no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     """Build the parser; only ``command``'s own arguments are added."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="minibroker",
         description="Alert stream mini-broker for Rubin/LSST-scale alert filtering.",
     )
@@ -95,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return int(_load(args.command).main(args) or 0)
     except UsageError as exc:
-        print(f"minibroker: error: {exc}", file=sys.stderr)
+        msg = str(exc)
+        prefix = "" if msg.startswith("minibroker") else "minibroker: "
+        print(f"{prefix}error: {msg}", file=sys.stderr)
         if debug:
             raise
         return 2

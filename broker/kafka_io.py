@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -51,8 +52,13 @@ def admin(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap})
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 30.0) -> None:
-    """Raise a clear error unless a broker answers at ``bootstrap`` within ``timeout``."""
+def wait_for_broker(bootstrap: str, timeout: float | None = None) -> None:
+    """Raise a clear error unless a broker answers at ``bootstrap`` within ``timeout``.
+
+    The default is ``MINIBROKER_CONNECT_TIMEOUT`` seconds, or 30.
+    """
+    if timeout is None:
+        timeout = float(os.environ.get("MINIBROKER_CONNECT_TIMEOUT", "30"))
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     client = admin(bootstrap)

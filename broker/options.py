@@ -76,7 +76,7 @@ def option(
     if raw is not None:
         try:
             value = type(raw) if type is not None else raw
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
             raise UsageError(f"{var}={raw!r} is not valid: {exc}") from None
     shown = f" (default: {default})" if default not in (None, "") else ""
     parser.add_argument(
@@ -87,7 +87,10 @@ def option(
 
 def positive_int(text: str) -> int:
     """argparse type: an integer greater than zero."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
@@ -95,7 +98,10 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     """argparse type: an integer zero or greater."""
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be zero or greater, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be zero or greater, got {text}")
     return value
@@ -103,7 +109,10 @@ def non_negative_int(text: str) -> int:
 
 def non_negative_float(text: str) -> float:
     """argparse type: a number zero or greater."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be zero or greater, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be zero or greater, got {text}")
     return value
@@ -111,7 +120,10 @@ def non_negative_float(text: str) -> float:
 
 def positive_float(text: str) -> float:
     """argparse type: a number greater than zero."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be greater than zero, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than zero, got {text}")
     return value

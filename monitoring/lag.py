@@ -94,8 +94,9 @@ class Status(enum.IntEnum):
 class LagRules:
     """Thresholds of the status rule (rule 5) and the history size (rule 3)."""
 
-    warn_seconds: float = 39.0
-    err_seconds: float = 78.0
+    # Half a visit and a visit of Rubin's 39-s cadence (as the alert rules).
+    warn_seconds: float = 20.0
+    err_seconds: float = 39.0
     stall_after: float = 60.0
     history_points: int = 1000
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -51,6 +51,7 @@ __all__ = [
     "KafkaOffsetReader",
     "LagExporter",
     "LagExporterConfig",
+    "OffsetReader",
     "add_parser_args",
     "config_from_args",
     "main",
@@ -75,8 +76,9 @@ class LagExporterConfig:
     bind: str = "0.0.0.0"
     interval: float = 5.0
     groups: str = ".*"
-    warn_seconds: float = 39.0
-    err_seconds: float = 78.0
+    # Half a visit and a visit of Rubin's 39-s cadence (as the alert rules).
+    warn_seconds: float = 20.0
+    err_seconds: float = 39.0
     stall_after: float = 60.0
     history_points: int = 1000
     timeout: float = 10.0
@@ -88,6 +90,18 @@ class LagExporterConfig:
         """The lag model's thresholds."""
         return LagRules(self.warn_seconds, self.err_seconds, self.stall_after,
                         self.history_points)
+
+
+class OffsetReader(Protocol):
+    """What the exporter polls: Kafka in production, scripted snapshots in tests."""
+
+    def snapshot(self, now: float, known: Iterable[TopicPartition] = ()) -> Snapshot:
+        """One poll of the broker."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
 
 
 class KafkaOffsetReader:
@@ -253,14 +267,14 @@ class LagExporter:
         self,
         config: LagExporterConfig,
         registry: CollectorRegistry | None = None,
-        reader: KafkaOffsetReader | None = None,
+        reader: OffsetReader | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.registry = registry if registry is not None else make_registry()
         self.metrics = LagMetrics(self.registry)
         self.model = LagModel(config.rules())
-        self.reader = reader or KafkaOffsetReader(
+        self.reader: OffsetReader = reader or KafkaOffsetReader(
             config.bootstrap, config.groups, config.timeout, config.marker_probe_max
         )
         self.clock = clock
@@ -352,9 +366,9 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
            help="seconds between polls of the broker")
     option(parser, "--groups", default=".*", dest="lag_groups", metavar="REGEX",
            help="regular expression a group id must match in full to be watched")
-    option(parser, "--warn-seconds", default=39.0, dest="lag_warn_seconds", **seconds,
+    option(parser, "--warn-seconds", default=20.0, dest="lag_warn_seconds", **seconds,
            help="lag in seconds from which a progressing group is WARN")
-    option(parser, "--err-seconds", default=78.0, dest="lag_err_seconds", **seconds,
+    option(parser, "--err-seconds", default=39.0, dest="lag_err_seconds", **seconds,
            help="lag in seconds from which a progressing group is ERR")
     option(parser, "--stall-after", default=60.0, dest="lag_stall_after", **seconds,
            help="seconds behind without progress before a group is STALL (STOP if empty)")

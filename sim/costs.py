@@ -1,7 +1,8 @@
 """Per-unit CPU costs of the mini-broker and the JSON calibration file that stores them.
 
 Every cost is **CPU-seconds on one core of the calibrated machine, per unit** (per alert,
-per alert per filter, per output, per visit), measured with nothing else running. The
+per alert per filter, per output, per visit), measured with nothing else running; the
+exception is ``commit_wait``, wall seconds a group waits for each transaction commit. The
 model turns them into time through processor sharing, so contention is not part of a
 cost. Costs depend on the alert profile (``realistic`` ~120 KB alerts with history and
 cutouts, ``dmtn081`` ~2 KB 2016-schema alerts), so a calibration file holds one
@@ -69,8 +70,14 @@ class Costs:
     produce: float = 5e-05
     """Per output alert a filter group writes to a filter topic (produce + its share of
     transaction/flush work)."""
-    per_visit: float = 0.02
-    """Per visit per filter group: commit of offsets/transaction and flush at visit end."""
+    per_visit: float = 0.0
+    """Per visit per filter group: any extra work at a visit's end (the mini-broker has
+    none beyond its commits)."""
+    commit: float = 2e-04
+    """Per Kafka transaction commit of a filter group: the client's CPU."""
+    commit_wait: float = 0.01
+    """Per transaction commit: wall seconds the group is blocked waiting for the broker
+    (not CPU; the one cost that is a latency)."""
     producer_send: float = 1e-04
     """Per alert published by the producer process (serialise/copy + librdkafka send)."""
     broker_in: float = 1e-04

@@ -16,7 +16,7 @@ import importlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from broker.options import (
     UsageError,
@@ -150,7 +150,7 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
     option(cal, "--profile", default="all", choices=(*PROFILES, "all"),
            help="alert profile(s) to measure")
     option(cal, "--alerts", default=300, type=positive_int, help="alerts timed per profile")
-    option(cal, "--repeats", default=3, type=positive_int,
+    option(cal, "--repeats", default=5, type=positive_int,
            help="timed passes (the best is kept)")
     option(cal, "--output", default=None, type=Path,
            help="file to write (default: the --calibration file)")
@@ -319,6 +319,13 @@ def _how(note: str) -> str:
     return "kept"
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Parse errors as UsageError: one line and exit 2, like every minibroker command."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def _validate(args: argparse.Namespace) -> int:
     try:
         module = importlib.import_module("sim.validate")
@@ -327,7 +334,7 @@ def _validate(args: argparse.Namespace) -> int:
             raise
         raise UsageError("model validation is not available yet (no sim/validate.py)") from None
     if hasattr(module, "add_parser_args"):
-        parser = argparse.ArgumentParser(prog="minibroker sim validate")
+        parser = _OneLineParser(prog="minibroker sim validate")
         module.add_parser_args(parser)
         parser.parse_args(args.validate_args, namespace=args)
     return int(module.main(args) or 0)

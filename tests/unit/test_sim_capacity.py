@@ -66,3 +66,18 @@ def test_bad_knee_parameters() -> None:
         find_knee(BASE, COSTS, "cores")
     with pytest.raises(ValueError, match="lo"):
         find_knee(BASE, COSTS, "groups", lo=5, hi=2)
+
+
+def test_predict_and_compare_for_validation() -> None:
+    from sim.predict import Measured, compare, markdown_table, predict
+
+    pred = predict(BASE, COSTS)
+    assert pred.keeps_up and pred.lag_after == 0
+    assert pred.visit_processing_seconds == pytest.approx(2000 * 2e-3, rel=1e-6)
+    row = compare("one group", pred, Measured(visit_seconds=4.4, lag_after=0, keeps_up=True))
+    assert row["visit_ok"] and row["verdict_ok"]
+    assert row["visit_error"] == pytest.approx(pred.visit_seconds / 4.4 - 1)
+    bad = compare("too slow", pred, Measured(visit_seconds=2.0, lag_after=50, keeps_up=False))
+    assert not bad["visit_ok"] and not bad["verdict_ok"]
+    table = markdown_table([row, bad])
+    assert table.count("\n") == 3 and "(!)" in table.splitlines()[-1]

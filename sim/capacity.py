@@ -128,10 +128,13 @@ def sweep_cores(config: Config, costs: Costs, alerts: Sequence[int], *,
         log.info("sweep: cores needed for %d alerts per visit", n)
         cfg = config.with_(alerts_per_visit=int(n))
         cores = cores_needed(cfg, costs, max_cores=max_cores)
-        row: dict[str, Any] = {"alerts_per_visit": int(n), "cores_needed": cores}
+        row: dict[str, Any] = {"alerts_per_visit": int(n), "cores_needed": cores,
+                               "visit_mean_s": math.nan, "note": ""}
         if cores is not None:
             res = simulate(cfg.with_(cores=float(cores)), costs)
             row["visit_mean_s"] = _mean_visit(res)
+        else:
+            row["note"] = _why_never(cfg, costs)
         rows.append(row)
     return rows
 
@@ -160,6 +163,18 @@ def sweep_alerts(config: Config, costs: Costs, cores: Sequence[float], *,
         rows.append({"cores": float(c), "max_alerts_per_visit": knee.value,
                      "beyond_range": not knee.bounded})
     return rows
+
+
+def _why_never(config: Config, costs: Costs) -> str:
+    """Explain a configuration no core count rescues: usually one process is the limit."""
+    res = simulate(config.with_(cores=float(config.groups * (config.pool_size + 1) + 8),
+                                visits=1, users=0), costs)
+    busiest = max(res.cpu_seconds.get(g, 0.0) for g in res.groups)
+    if busiest > config.interval:
+        return (f"one filter group (one process) needs {busiest:.0f} s of CPU per "
+                f"{config.interval:g}-s visit, so no core count helps: make its filters "
+                "read less (diaSource only, or history for fewer alerts) or decode faster")
+    return "falls behind at every core count tried"
 
 
 def _mean_visit(result: Result) -> float:

@@ -81,3 +81,9 @@ def test_predict_and_compare_for_validation() -> None:
     assert not bad["visit_ok"] and not bad["verdict_ok"]
     table = markdown_table([row, bad])
     assert table.count("\n") == 3 and "(!)" in table.splitlines()[-1]
+
+
+def test_sweep_explains_when_no_core_count_helps() -> None:
+    rows = sweep_cores(BASE, COSTS, [10_000], max_cores=8)  # 10,000 x 2 ms = 20 s > 10 s
+    assert rows[0]["cores_needed"] is None
+    assert "one filter group (one process) needs 20 s" in rows[0]["note"]

@@ -24,7 +24,10 @@ it wakes when data arrives or after ``fetch_wait``.
 
 *Filter group* (``design="minibroker"``): one Python process (at most one core, the GIL)
 paying per alert ``consume + decode(reads) + filters * per_filter``, per output alert
-``produce`` and per visit ``per_visit``. *2018 design* (``design="dmtn081_pool"``): a
+``produce`` and per visit ``per_visit``; with ``reads="history"`` only a
+``history_fraction`` of the alerts pay the history part of the decode (the group's
+staged decoding reads prvDiaSources only for alerts passing a diaSource prefilter).
+*2018 design* (``design="dmtn081_pool"``): a
 parent process pays ``consume + decode(reads) + filters * dispatch_parent`` per alert
 (it decodes and hands each alert to the pool once per filter) and ``per_visit``; a pool
 of ``pool_size`` worker processes pays ``filters * (dispatch_worker + per_filter)`` per
@@ -39,11 +42,11 @@ seconds or ``commit_every`` alerts have passed since the last commit, or when th
 is caught up and ``commit_idle`` seconds have passed; a commit costs ``commit`` CPU and
 blocks the group ``commit_wait`` seconds. ``"batch"`` makes outputs visible at the end of
 their job (no transactions; always so in the 2018 design), ``"visit"`` at the end of the
-visit. *End consumers*: user
-``u`` reads filter ``u mod (groups * filters_per_group)``, paying ``user_receive`` per
-alert. *Cores*: every process above shares ``cores`` cores by processor sharing
-(:mod:`sim.cpu`), except the producer, broker or users when ``dedicated`` names them
-(they then run on machines of their own, as in the 2018 cluster).
+visit. *End consumers*: user ``u`` reads filter ``u mod (groups * filters_per_group)``,
+paying ``user_receive`` per alert. *Cores*: every process above shares ``cores`` cores
+by processor sharing (:mod:`sim.cpu`), except the producer, broker or users when
+``dedicated`` names them (they then run on machines of their own, as in the 2018
+cluster).
 
 Batching and its error
 ----------------------
@@ -63,8 +66,10 @@ each alert counts as done:
 - ``producer_batch=1, fetch_max=1`` is the alert-by-alert model (used by the
   queueing-theory tests).
 
-Lag is sampled every ``sample_interval`` seconds. Per-alert group latencies are kept for
-at most 100,000 alerts per group (every k-th alert beyond that) to bound memory.
+Lag is sampled every ``sample_interval`` seconds and counts alerts not yet processed;
+the lag exporter counts alerts not yet committed, at most one commit interval more.
+Per-alert group latencies are kept for at most 100,000 alerts per group (every k-th
+alert beyond that) to bound memory.
 
 Verdict
 -------

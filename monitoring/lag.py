@@ -47,8 +47,9 @@ The rules (each one is tested in ``tests/unit/test_lag_rules.py``)
 6. **Series never vanish.** A group seen once is reported on every later poll. A group the
    broker no longer lists (dead, offsets expired, deleted) is reported with 0 members and
    its last known committed offsets, so its lag keeps following the end offsets. A group or
-   partition that could not be read on this poll keeps its previous values. A group without
-   any committed offset is OK with 0 lag and no partition series.
+   partition that could not be read on this poll keeps its previous values, and so does
+   every unlisted group when part of the listing failed (a broker hiccup is not a death).
+   A group without any committed offset is OK with 0 lag and no partition series.
 7. **Offsets going backwards.** An end offset below the newest history point (topic
    re-created) clears that partition's history; a committed offset above the end (the end
    was read before the commit) is caught up.
@@ -127,7 +128,9 @@ class Snapshot:
 
     ``groups`` holds every watched group the broker listed and that could be read;
     ``failed_groups`` those it listed but that could not be read this time (they keep
-    their previous values, rule 6). A group in neither is gone from the broker.
+    their previous values, rule 6). A group in neither is gone from the broker, unless
+    ``listing_complete`` is False (a broker did not answer the listing): then it is only
+    unknown this time and keeps its values too.
     ``empty_ranges`` holds ``(topic_partition, start, end)`` ranges verified to contain no
     record a read_committed consumer would return (rule 4).
     """
@@ -137,6 +140,7 @@ class Snapshot:
     groups: Mapping[str, GroupObservation]
     failed_groups: frozenset[str] = frozenset()
     empty_ranges: frozenset[tuple[TopicPartition, int, int]] = frozenset()
+    listing_complete: bool = True
 
 
 @dataclass(frozen=True)
@@ -266,13 +270,18 @@ class LagModel:
             state.members = obs.members
             state.listed = True
             self._update_committed(state, obs.committed, now)
+        unknown = set(snapshot.failed_groups)
         for name, state in self._groups.items():
-            if name not in snapshot.groups and name not in snapshot.failed_groups:
-                # Rule 6: gone from the broker, so nobody is in it; keep the last offsets.
-                state.members = 0
-                state.listed = False
+            if name in snapshot.groups or name in unknown:
+                continue
+            if not snapshot.listing_complete:
+                unknown.add(name)  # rule 6: maybe only its coordinator did not answer
+                continue
+            # Rule 6: gone from the broker, so nobody is in it; keep the last offsets.
+            state.members = 0
+            state.listed = False
         for name, state in self._groups.items():
-            if name not in snapshot.failed_groups:  # rule 6: unreadable ones keep their report
+            if name not in unknown:  # rule 6: unreadable ones keep their report
                 self._evaluate(name, state, snapshot)
         return [s.report for _, s in sorted(self._groups.items()) if s.report is not None]
 

@@ -129,6 +129,10 @@ class KafkaOffsetReader:
         from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
 
         listing = self.admin.list_consumer_groups(request_timeout=self.timeout).result()
+        if listing.errors and not listing.valid:
+            # An unreachable cluster answers with errors, not an exception: nothing is
+            # known, so this poll fails as a whole (no group is taken for dead).
+            raise KafkaException(listing.errors[0])
         for error in listing.errors:
             log.warning("listing consumer groups partly failed: %s", error)
         ids = sorted(
@@ -172,7 +176,8 @@ class KafkaOffsetReader:
             g: GroupObservation(members[g], committed[g], states[g])
             for g in ids if g not in failed
         }
-        return Snapshot(now, ends, groups, frozenset(failed), frozenset(empty))
+        return Snapshot(now, ends, groups, frozenset(failed), frozenset(empty),
+                        listing_complete=not listing.errors)
 
     def _end_offsets(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         from confluent_kafka import IsolationLevel, KafkaException
@@ -237,7 +242,8 @@ class KafkaOffsetReader:
             })
         self._probe.assign([KafkaTopicPartition(tp[0], tp[1], start)])
         try:
-            deadline = time.monotonic() + self.timeout
+            # Short: an unanswered probe only means "count it as lag this time".
+            deadline = time.monotonic() + min(self.timeout, 3.0)
             while time.monotonic() < deadline:
                 msg = self._probe.poll(0.2)
                 if msg is None:
@@ -293,7 +299,7 @@ class LagExporter:
         except Exception:
             self.metrics.poll_errors.inc()
             raise
-        if snapshot.failed_groups:
+        if snapshot.failed_groups or not snapshot.listing_complete:
             self.metrics.poll_errors.inc()
         reports = self.model.observe(snapshot)
         self._export(reports)
@@ -343,7 +349,14 @@ class LagExporter:
 def run(config: LagExporterConfig, stop: threading.Event | None = None) -> None:
     """Serve the metrics on ``config.port`` and poll until ``stop`` is set (or forever)."""
     exporter = LagExporter(config)
-    port = serve(exporter.registry, config.port, config.bind)
+    try:
+        port = serve(exporter.registry, config.port, config.bind)
+    except OSError as exc:
+        exporter.close()
+        raise UsageError(
+            f"cannot serve metrics on {config.bind}:{config.port} ({exc.strerror}): "
+            "choose another port with --metrics-port"
+        ) from None
     log.info("lag exporter watching groups matching %r on %s; metrics on port %d",
              config.groups, config.bootstrap, port)
     try:

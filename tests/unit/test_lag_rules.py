@@ -30,7 +30,7 @@ class Script:
         self.members = 1
 
     def poll(self, t: float, *, listed: bool = True, failed: bool = False,
-             empty: bool = False) -> GroupReport:
+             empty: bool = False, complete: bool = True) -> GroupReport:
         groups = {}
         if listed and not failed:
             groups[self.group] = GroupObservation(self.members, {TP: self.committed})
@@ -38,6 +38,7 @@ class Script:
             time=t, end_offsets={TP: self.end}, groups=groups,
             failed_groups=frozenset({self.group}) if failed else frozenset(),
             empty_ranges=frozenset({(TP, self.committed, self.end)}) if empty else frozenset(),
+            listing_complete=complete,
         )
         reports = {r.group: r for r in self.model.observe(snapshot)}
         return reports[self.group]
@@ -183,6 +184,14 @@ def test_unreadable_group_keeps_its_previous_report() -> None:
     after = s.poll(5.0, failed=True)
     assert after == before
     assert after.members == 1  # not reported as empty because one request failed
+
+
+def test_unlisted_group_is_not_dead_when_the_listing_was_incomplete() -> None:
+    s = Script()
+    s.end, s.committed = 1000, 400
+    before = s.poll(0.0)
+    after = s.poll(5.0, listed=False, complete=False)  # a broker did not answer
+    assert after == before and after.members == 1 and after.listed
 
 
 def test_transaction_marker_is_not_lag_when_verified() -> None:

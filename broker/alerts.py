@@ -120,6 +120,7 @@ def load_schema(version: str | None = None) -> AlertSchema:
     major, minor = version.split(".")
     path = _schema_root() / major / minor / f"lsst.v{major}_{minor}.alert.avsc"
     definition = fastavro.schema.load_schema(str(path), _write_hint=False)
+    assert isinstance(definition, dict)
     return AlertSchema(version, _version_id(version), definition,
                        fastavro.parse_schema(definition))
 
@@ -333,7 +334,8 @@ def iter_alert_file(path: str | Path, schema: AlertSchema | None = None) -> Iter
     if data[:4] == b"Obj\x01":
         with path.open("rb") as fh:
             reader = fastavro.reader(fh)
-            name = (reader.writer_schema or {}).get("name", "")
+            writer = reader.writer_schema
+            name = writer.get("name", "") if isinstance(writer, dict) else ""
             m = re.search(r"v(\d+)_(\d+)", str(name))
             target = schema or (load_schema(f"{m.group(1)}.{m.group(2)}") if m else None)
             if target is None:

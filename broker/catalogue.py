@@ -134,7 +134,8 @@ class GalacticLatitude(Filter):
         if max_abs_b is not None:
             self.description = f"Galactic plane, |b| < {max_abs_b:g} deg, SNR >= {min_snr:g}"
         else:
-            self.description = f"high Galactic latitude, |b| > {min_abs_b:g} deg, SNR >= {min_snr:g}"
+            self.description = (f"high Galactic latitude, |b| > {min_abs_b:g} deg, "
+                                f"SNR >= {min_snr:g}")
 
     def __call__(self, alert: Alert) -> bool:
         s = _src(alert)
@@ -351,9 +352,10 @@ def default_filters() -> list[Filter]:
         Extendedness(min_ext=0.5, min_snr=10.0), Extendedness(min_ext=0.9),
         Extendedness(max_ext=0.2, min_snr=10.0), Extendedness(max_ext=0.2, min_snr=30.0),
     ]
+    bands_or_any: tuple[str | None, ...] = (None, "g", "r")
     for dmag in (0.5, 1.0, 2.0):                                   # 66-74
-        for band in (None, "g", "r"):
-            made.append(Brightening(dmag, band))
+        for maybe_band in bands_or_any:
+            made.append(Brightening(dmag, maybe_band))
     made += [NewSource(snr) for snr in (30.0, 50.0, 100.0)]          # 75-77
     made += [Variable(rms) for rms in (0.2, 0.3, 0.5)]             # 78-80
     made += [Rising(2), Rising(3)]                                 # 81-82

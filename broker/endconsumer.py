@@ -28,7 +28,8 @@ class EndConsumerError(RuntimeError):
 
 def header(msg: Message, name: str) -> bytes | None:
     """The value of header ``name`` of ``msg``, or None."""
-    for key, value in msg.headers() or ():
+    headers = msg.headers() or []
+    for key, value in headers:  # type: ignore[str-unpack]
         if key == name:
             return value if isinstance(value, bytes) else None
     return None

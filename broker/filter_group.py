@@ -189,7 +189,8 @@ def run(cfg: FilterGroupConfig, stop: threading.Event | None = None,
             metrics.visit_passed[name].set(st.passed[i])
         out(f"visit:{st.visit} group:{group} alerts:{st.alerts} passed:{sum(st.passed)} "
             f"delivered:{sum(st.delivered)} capped:{sum(st.capped)} seconds:{st.seconds:.3f} "
-            f"first:{st.first_consumed:.3f} last:{st.first_consumed + st.seconds:.3f}")
+            f"first:{st.first_consumed:.3f} last:{st.first_consumed + st.seconds:.3f} "
+            f"per_filter:{','.join(map(str, st.delivered))}")
 
     cons.subscribe([cfg.topic], on_revoke=on_revoke)
     prod.begin_transaction()
@@ -203,15 +204,15 @@ def run(cfg: FilterGroupConfig, stop: threading.Event | None = None,
                 err = m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        eof[(m.topic(), m.partition())] = True
+                        eof[(str(m.topic()), int(m.partition() or 0))] = True
                         continue
                     if err.fatal():
                         raise KafkaException(err)
                     log.warning("consumer error (retrying): %s", err)
                     continue
-                tp = (m.topic(), m.partition())
+                tp = (str(m.topic()), int(m.partition() or 0))
                 eof[tp] = False
-                offsets[tp] = m.offset() + 1
+                offsets[tp] = int(m.offset() or 0) + 1
                 value = m.value() or b""
                 res = core.process(value)
                 pending.consumed += 1

@@ -179,12 +179,14 @@ def read_state(bootstrap: str, group: str, timeout: float = 30.0) -> dict[str, A
             msg = c.poll(1.0)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     return found
-                raise KafkaException(msg.error())
-            if msg.key() == key and msg.value() is not None:
-                found = json.loads(msg.value())
+                raise KafkaException(err)
+            value = msg.value()
+            if msg.key() == key and value is not None:
+                found = json.loads(value)
         raise TimeoutError(f"reading {STATE_TOPIC} for {group} took over {timeout:.0f} s")
     finally:
         c.close()

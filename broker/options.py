@@ -79,9 +79,10 @@ def option(
         except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
             raise UsageError(f"{var}={raw!r} is not valid: {exc}") from None
     shown = f" (default: {default})" if default not in (None, "") else ""
+    if type is not None:
+        kwargs["type"] = type
     parser.add_argument(
-        *flags, dest=dest, default=value, type=type,
-        help=f"{help}{shown} [env: {var}]", **kwargs,
+        *flags, dest=dest, default=value, help=f"{help}{shown} [env: {var}]", **kwargs,
     )
 
 

@@ -152,7 +152,7 @@ def run(cfg: ProducerConfig, stop: threading.Event | None = None,
                 break
             if time.time() - start_at > 1.0 and k:
                 log.warning("visit %d starts %.1f s late", visit, time.time() - start_at)
-            headers = [("visit", str(visit).encode())]
+            headers: list[tuple[str, str | bytes | None]] = [("visit", str(visit).encode())]
             acked0, failed0 = acks.acked, acks.failed
             start = time.time()
             out(f"visit:{visit} status:start alerts:{len(alerts)} time:{start:.3f}")

@@ -12,9 +12,10 @@ import re
 import signal
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pytest
+from kafkatools import committed_offset, end_offset, minibroker, read_topic, stop
 
 from broker.alerts import decode, visit_of
 from broker.catalogue import default_filters
@@ -22,7 +23,6 @@ from broker.generator import AlertGenerator
 from broker.kafka_io import deadletter_topic, ensure_topics, producer
 from broker.producer import ProducerConfig
 from broker.producer import run as produce
-from kafkatools import committed_offset, end_offset, minibroker, read_topic, stop
 
 pytestmark = pytest.mark.kafka
 
@@ -122,7 +122,7 @@ def test_monitor_prints_the_2018_end_of_stream_line(kafka_bootstrap: str) -> Non
     topic = f"mon-{uuid.uuid4().hex[:8]}"
     ensure_topics(kafka_bootstrap, [topic])
     prod = producer(kafka_bootstrap)
-    for i in range(25):
+    for _i in range(25):
         prod.produce(topic, b"x" * 10, headers=[("visit", b"1")])
     assert prod.flush(30) == 0
     proc = minibroker(["monitor", kafka_bootstrap, topic])
@@ -203,10 +203,10 @@ def test_malformed_messages_are_dead_lettered_and_the_group_goes_on(
         _wait_for(lambda: committed_offset(kafka_bootstrap, group, topic)
                   >= end_offset(kafka_bootstrap, topic) - 1, 120, "the group to finish")
     finally:
-        out, err = stop(proc)
+        _out, err = stop(proc)
     dead = read_topic(kafka_bootstrap, deadletter_topic(topic))
     dead = [r for r in dead if r.headers.get("group") == group.encode()]
-    assert sorted(r.value for r in dead) == sorted(garbage[:3] + [garbage[-1]])
+    assert sorted(r.value for r in dead) == sorted([*garbage[:3], garbage[-1]])
     assert all(r.headers["reason"] for r in dead)
     assert "ExplodingFilter raised" in err
     _check_delivery(kafka_bootstrap, good, FILTERS[:20], {base})

@@ -325,8 +325,9 @@ def _cluster_id() -> str:
 
 def add_parser_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``minibroker kafka``."""
-    parser.add_argument("action", choices=["start", "stop", "status"],
-                        help="start (formats storage on first use), stop or status")
+    parser.add_argument("action", choices=["start", "stop", "status", "fetch"],
+                        help="start (formats storage on first use), stop, status, or fetch "
+                             "(only resolve the jars with Maven)")
     option(parser, "--port", default=9092, type=positive_int, dest="kafka_port",
            help="client port")
     option(parser, "--data-dir", default=str(Path.home() / ".local/share/minibroker/kafka"),
@@ -337,6 +338,13 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Start, stop or query a local Apache Kafka (KRaft) broker."""
+    if args.action == "fetch":
+        try:
+            libs = ensure_jars()
+        except KafkaNotAvailable as exc:
+            raise UsageError(str(exc)) from None
+        print(f"kafka: Apache Kafka {KAFKA_VERSION} jars in {libs}")
+        return 0
     kafka = LocalKafka(Path(args.data_dir), port=args.kafka_port)
     if args.action == "status":
         pid = kafka.running_pid()

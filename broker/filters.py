@@ -7,6 +7,14 @@ once, only as far as its filters read. Fields up to ``diaSource`` are cheap (the
 filter that reads them should also give a cheap ``prefilter`` on ``diaSource``: the group
 decodes the rest of an alert only when some such prefilter says it might pass.
 
+A filter may also offer a vectorised form: ``columns`` names the ``diaSource`` fields it
+reads and ``select(cols)`` returns one boolean per alert for a whole batch, from numpy
+columns (a missing value is NaN, or None for strings). It must agree with ``__call__``
+alert by alert (the catalogue's tests check this). Python-level calls cost ~0.5 µs per
+filter per alert; a batch of 1,000 alerts through a vectorised filter costs about as
+much as ten such calls, which is what lets one process run 100 filters at stream rate.
+History filters can likewise vectorise their prefilter with ``preselect(cols)``.
+
 Filters are registered explicitly, in order, in a :class:`FilterRegistry` (not picked up
 by module member order, the 2018 mistake); ``FIRST..LAST`` on the command line are
 1-based positions in it.
@@ -20,15 +28,20 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "CHEAP_FIELDS",
+    "Columns",
     "Filter",
     "FilterRegistry",
+    "build_columns",
     "load_filters",
     "magnitude",
 ]
 
 Alert = dict[str, Any]
+Columns = dict[str, np.ndarray]
 
 # Top-level fields that lie before the history in every v8+ schema (and alertId in v3-v7).
 CHEAP_FIELDS = frozenset({"alertId", "diaSourceId", "observation_reason", "target_name",
@@ -53,6 +66,7 @@ class Filter:
     name: str = ""
     description: str = ""
     fields: frozenset[str] = frozenset({"diaSource"})
+    columns: frozenset[str] = frozenset()
 
     def __call__(self, alert: Alert) -> bool:
         """Return True if ``alert`` passes."""
@@ -61,6 +75,14 @@ class Filter:
     def prefilter(self, alert: Alert) -> bool:
         """A necessary condition on the cheap fields only; True means "decode the rest"."""
         return True
+
+    def select(self, cols: Columns) -> np.ndarray | None:
+        """Vectorised ``__call__`` over a batch of ``diaSource`` columns (None: not offered)."""
+        return None
+
+    def preselect(self, cols: Columns) -> np.ndarray | None:
+        """Vectorised ``prefilter`` (None: not offered)."""
+        return None
 
     @property
     def expensive_fields(self) -> frozenset[str]:
@@ -123,6 +145,19 @@ class FilterRegistry:
     def names(self) -> list[str]:
         """Filter names in registration order."""
         return [f.name for f in self._filters]
+
+
+def build_columns(sources: list[dict[str, Any]], names: Iterable[str]) -> Columns:
+    """numpy columns of ``diaSource`` fields: floats (missing -> NaN) or objects for strings."""
+    cols: Columns = {}
+    for name in names:
+        values = [s.get(name) for s in sources]
+        sample = next((v for v in values if v is not None), None)
+        if isinstance(sample, str):
+            cols[name] = np.array(values, dtype=object)
+        else:
+            cols[name] = np.array(values, dtype=float)
+    return cols
 
 
 def load_filters(spec: str | None) -> FilterRegistry:

@@ -134,14 +134,19 @@ class _Sampler(threading.Thread):
             c.close()
 
 
+_LAST_CPU: dict[int, float] = {}
+
+
 def _cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each process (the last reading once it has exited)."""
     out = {}
     for name, pid in pids.items():
         try:
             t = psutil.Process(pid).cpu_times()
-            out[name] = t.user + t.system
+            _LAST_CPU[pid] = t.user + t.system
         except psutil.Error:
-            out[name] = 0.0
+            pass
+        out[name] = _LAST_CPU.get(pid, 0.0)
     return out
 
 

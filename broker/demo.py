@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from broker.local_kafka import free_port, port_open
 from broker.options import (
     UsageError,
     non_negative_int,
@@ -111,10 +112,17 @@ def _start_monitoring(pipe: LocalPipeline, args: argparse.Namespace,
     except ImportError as exc:  # pragma: no cover - monitoring is part of the package
         log.warning("monitoring unavailable: %s", exc)
         return None
+    ports = []
+    for port, what in ((args.prometheus_port, "Prometheus"),
+                       (args.alertmanager_port, "Alertmanager")):
+        if port_open("127.0.0.1", port):
+            chosen = free_port()
+            print(f"demo: port {port} is taken, {what} uses {chosen}", flush=True)
+            port = chosen
+        ports.append(port)
     try:
         return start_monitoring(pipe.workdir / "monitoring", pipe.targets(),
-                                prometheus_port=args.prometheus_port,
-                                alertmanager_port=args.alertmanager_port,
+                                prometheus_port=ports[0], alertmanager_port=ports[1],
                                 visit_interval=interval)
     except MonitoringNotAvailable as exc:
         print(f"demo: running without Prometheus/Alertmanager: {exc}", flush=True)
@@ -149,6 +157,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"demo: Prometheus   {monitoring.prometheus_url}", flush=True)
             print(f"demo: Alertmanager {monitoring.alertmanager_url}", flush=True)
         if not args.no_dashboard:
+            if port_open("127.0.0.1", args.dashboard_port):
+                args.dashboard_port = free_port()
             dash_args = ["dashboard", "--port", str(args.dashboard_port),
                          "--visit-interval", str(interval)]
             if monitoring is not None:

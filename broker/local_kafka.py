@@ -33,6 +33,7 @@ __all__ = [
     "ensure_jars",
     "free_port",
     "main",
+    "port_open",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _port_open(host: str, port: int) -> bool:
+def port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
@@ -233,7 +234,7 @@ class LocalKafka:
                 f"a Kafka from {self.data_dir} is already running (pid {self.running_pid()}); "
                 "stop it with `minibroker kafka stop` first"
             )
-        if _port_open(self.host, self.port):
+        if port_open(self.host, self.port):
             raise UsageError(
                 f"port {self.port} is already in use: choose another with --port"
             )
@@ -271,7 +272,7 @@ class LocalKafka:
                     f"Kafka exited with code {self._proc.returncode} during start-up; "
                     f"see {self.data_dir / 'server.log'}"
                 )
-            if _port_open(self.host, self.port):
+            if port_open(self.host, self.port):
                 try:
                     md = AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(
                         timeout=2

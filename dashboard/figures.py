@@ -152,7 +152,9 @@ def heatmap_figure(hm: Heatmap, cap: int = 20) -> go.Figure:
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="cap hit",
                              marker={"symbol": "x-thin", "size": 6,
                                      "line": {"width": 1.5, "color": "white"}},
-                             hoverinfo="skip", showlegend=True))
+                             hoverinfo="skip"))
+    # The title explains the x; a legend would sit on the colour bar.
+    fig.update_layout(showlegend=False)
     fig.update_yaxes(autorange="reversed", type="category", tickfont={"size": 8},
                      dtick=1 if len(hm.filters) <= 40 else 5)
     fig.update_xaxes(type="category")

@@ -45,8 +45,8 @@ def test_take_screenshots(dash_duo: Any, request: pytest.FixtureRequest) -> None
     else:
         stack: LiveStack = request.getfixturevalue("live_stack")
         prom, am, interval = stack.prometheus_url, stack.alertmanager_url, VISIT
-        # Twenty visits for a full heatmap.
-        _until("20 fake visits", lambda: stack.pipeline.visit >= 22, timeout=60)
+        # Twenty visits for a full heatmap, and rates over more than their 30-s window.
+        _until("30 fake visits", lambda: stack.pipeline.visit >= 30, timeout=90)
     settings = DashboardSettings(prometheus_url=prom, alertmanager_url=am,
                                  refresh_interval=2.0, visit_interval=interval)
     dash_duo.start_server(create_app(settings), port=free_port())
@@ -59,6 +59,10 @@ def test_take_screenshots(dash_duo: Any, request: pytest.FixtureRequest) -> None
     _shoot(dash_duo, out / "dashboard-live.png", 2300)
     _click_tab(dash_duo, "Capacity")
     dash_duo.wait_for_contains_text("#cap-verdict", "Keeps up", timeout=30)
+    # Model the pipeline that is running, so model and measurements are comparable.
+    dash_duo.find_element("#cap-from-live").click()
+    dash_duo.wait_for_contains_text("#cap-live-note", "From the live pipeline", timeout=15)
+    time.sleep(3)
     _until("measured overlay", lambda: _traces(dash_duo, "cap-visit-seconds",
                                                lambda t: t["meta"] == "measured"))
     _shoot(dash_duo, out / "dashboard-capacity.png", 900)

@@ -332,6 +332,10 @@ def main(args: argparse.Namespace) -> int:
         app = create_app(settings)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # The command, not the library, decides this: Flask's access log would add a line
+        # per panel per refresh to the service's log. --log-level DEBUG keeps it.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     log.info("dashboard on http://%s:%d/ reading %s", args.host, args.port,
              settings.prometheus_url)
     print(f"dashboard: http://{'127.0.0.1' if args.host == '0.0.0.0' else args.host}:"

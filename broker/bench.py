@@ -349,6 +349,140 @@ def _throughput(pipe: LocalPipeline, bootstrap: str, topic: str,
     return out
 
 
+@dataclass
+class AlertingResult:
+    """The alerting check at full scale: quiet while healthy, pages a frozen group."""
+
+    interval: float = 39.0
+    alerts_per_visit: int = 10_000
+    healthy_visits: int = 0
+    healthy_alerts: list[str] = field(default_factory=list)
+    frozen_group: str = ""
+    freeze_at: float = 0.0
+    alert_after: float | None = None
+    other_groups_alerted: list[str] = field(default_factory=list)
+    resolved_after: float | None = None
+    lag_series_gaps: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def run_alerting(workdir: Path, healthy_visits: int = 10, interval: float = 39.0,
+                 alerts_per_visit: int = 10_000) -> AlertingResult:
+    """Full-scale pipeline with real Prometheus + Alertmanager: a healthy run of
+    ``healthy_visits`` visits must page nothing; then one group is frozen (SIGSTOP) and
+    the time until its lag alert reaches Alertmanager is measured; SIGCONT resolves it."""
+    import signal as sig
+
+    from broker.local_kafka import free_port
+    from monitoring.local import start_monitoring
+
+    res = AlertingResult(interval=interval, alerts_per_visit=alerts_per_visit)
+    cfg = PipelineConfig(groups=5, filters=100, monitor_processes=5,
+                         workdir=workdir / "alerting")
+    pipe = LocalPipeline(cfg)
+    mon = None
+    try:
+        log.info("[alerting] starting Kafka, services, Prometheus and Alertmanager")
+        pipe.start_kafka()
+        groups = pipe.start_groups()
+        pipe.start_monitors()
+        pipe.start_lag_exporter()
+        mon = start_monitoring(pipe.workdir / "monitoring", pipe.targets(),
+                               prometheus_port=free_port(), alertmanager_port=free_port(),
+                               visit_interval=interval)
+        time.sleep(8)
+        total = healthy_visits + 3
+        pipe.start_producer(["--profile", "realistic", "--alerts-per-visit",
+                             str(alerts_per_visit), "--interval", str(interval), "--visits",
+                             str(total)])
+        victim = groups[2]
+        res.frozen_group = victim.labels["group"]
+        done: dict[int, set[str]] = {}
+        starts: dict[int, float] = {}
+        while res.freeze_at == 0.0:
+            ev = pipe.next_event(0.5)
+            bad = pipe.failed()
+            if bad:
+                raise RuntimeError(f"{bad[0].name} failed: {pipe.log_tail(bad[0])}")
+            if ev is None:
+                continue
+            f = parse_fields(ev.line)
+            if ev.service == "producer" and f.get("status") == "start":
+                v = int(f["visit"])
+                starts[v] = float(f["time"])
+                log.info("[alerting] visit %d started", v)
+                if v == healthy_visits + 1:
+                    res.healthy_visits = sum(1 for g in done.values() if len(g) == 5)
+                    res.healthy_alerts = sorted({
+                        f"{e['alertname']}{{group={e['labels'].get('group', '')}}}"
+                        for e in mon.notifications() if e["status"] == "firing"})
+                    time.sleep(2.0)  # freeze mid-visit, while alerts are arriving
+                    victim.proc.send_signal(sig.SIGSTOP)
+                    res.freeze_at = time.time()
+                    log.info("[alerting] froze %s", res.frozen_group)
+            elif ev.service.startswith("group") and "visit" in f:
+                done.setdefault(int(f["visit"]), set()).add(ev.service)
+        try:
+            mon.wait_for_alert("MiniBrokerGroupLagging", {"group": res.frozen_group},
+                               timeout=4 * interval)
+            res.alert_after = time.time() - res.freeze_at
+            log.info("[alerting] lag alert after %.1f s", res.alert_after)
+        except TimeoutError as exc:
+            res.notes.append(str(exc))
+        res.other_groups_alerted = sorted({
+            f"{e['alertname']}{{group={e['labels'].get('group', '')}}}"
+            for e in mon.notifications() if e["status"] == "firing"
+            and e["labels"].get("group", res.frozen_group) != res.frozen_group})
+        # The frozen group's lag series must never vanish while it is frozen.
+        rng = mon.query(
+            f'count_over_time(minibroker_consumer_group_lag_messages'
+            f'{{group="{res.frozen_group}"}}[{int(time.time() - res.freeze_at) + 1}s])')
+        if not rng:
+            res.lag_series_gaps = 1
+        victim.proc.send_signal(sig.SIGCONT)
+        thawed = time.time()
+        try:
+            mon.wait_for_alert("MiniBrokerGroupLagging", {"group": res.frozen_group},
+                               timeout=6 * interval, status="resolved")
+            res.resolved_after = time.time() - thawed
+        except TimeoutError as exc:
+            res.notes.append(str(exc))
+    finally:
+        for svc in pipe.services:
+            if svc.proc.poll() is None:
+                svc.proc.send_signal(sig.SIGCONT)
+        if mon is not None:
+            mon.stop()
+        pipe.stop()
+    return res
+
+
+def render_alerting(res: AlertingResult) -> list[str]:
+    """Markdown lines for the alerting check."""
+    interval = res.interval
+    bar = 2 * interval
+    alert = f"{res.alert_after:.1f} s" if res.alert_after is not None else "never"
+    resolved = f"{res.resolved_after:.1f} s" if res.resolved_after is not None else "never"
+    ok = res.alert_after is not None and res.alert_after <= bar and not res.healthy_alerts
+    return [
+        "### Alerting at full scale (real Prometheus and Alertmanager)", "",
+        f"{res.alerts_per_visit:,} realistic alerts per {interval:g}-s visit, 5 groups of 20 filters, 100 "
+        "consumers, the lag exporter, Prometheus and Alertmanager with the rules of "
+        "`monitoring/rules/`.", "",
+        f"- Healthy run: {res.healthy_visits} visits completed by every group; alerts that "
+        f"fired: {', '.join(res.healthy_alerts) or 'none'}.",
+        f"- Froze `{res.frozen_group}` (SIGSTOP) 2 s into the next visit: "
+        f"`MiniBrokerGroupLagging` for it reached Alertmanager after **{alert}** "
+        f"(bar: within 2 visit intervals = {bar:g} s).",
+        f"- Alerts for any other group meanwhile: {', '.join(res.other_groups_alerted) or 'none'}.",
+        f"- Its lag series stayed present while frozen: "
+        f"{'yes' if not res.lag_series_gaps else 'NO'}.",
+        f"- After SIGCONT the alert resolved after {resolved}.",
+        f"- Verdict: {'bar met' if ok else 'bar NOT met'}.",
+        *[f"- Note: {n}" for n in res.notes], "",
+    ]
+
+
 SCENARIOS = {
     "dmtn081": Scenario("dmtn081", "DMTN-081 at full scale: 10,000 realistic alerts per 39-s "
                         "visit, 5 groups of 20 filters, 100 consumers", 10_000, 5, 5,
@@ -381,7 +515,8 @@ def _machine() -> str:
             f"(KRaft, one local broker), librdkafka {libversion()[0]}")
 
 
-def render(results: list[ScenarioResult], command: str) -> str:
+def render(results: list[ScenarioResult], command: str,
+           alerting: AlertingResult | None = None) -> str:
     """The benchmark section of BENCHMARKS.md."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [START, "## Full-scale pipeline benchmark (`minibroker bench`)", "",
@@ -438,6 +573,8 @@ def render(results: list[ScenarioResult], command: str) -> str:
             ]
         out += [f"- Note: {n}" for n in res.notes]
         out.append("")
+    if alerting is not None:
+        out += render_alerting(alerting)
     out.append(END)
     return "\n".join(out)
 
@@ -480,8 +617,8 @@ def write_report(section: str, path: Path) -> None:
 
 def add_parser_args(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``minibroker bench``."""
-    option(parser, "--scenarios", default="dmtn081,one-group,peak",
-           help=f"comma-separated, from {', '.join(SCENARIOS)}")
+    option(parser, "--scenarios", default="dmtn081,one-group,peak,alerting",
+           help=f"comma-separated, from {', '.join(SCENARIOS)}, alerting")
     option(parser, "--visits", type=positive_int, dest="bench_visits",
            help="override the visits of every scenario")
     option(parser, "--alerts-per-visit", type=positive_int, dest="bench_alerts",
@@ -496,11 +633,18 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run the full-scale benchmark and write BENCHMARKS.md."""
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
-    unknown = [n for n in names if n not in SCENARIOS]
+    unknown = [n for n in names if n not in SCENARIOS and n != "alerting"]
     if unknown:
         raise UsageError(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
     results = []
+    alerting = None
     for name in names:
+        if name == "alerting":
+            alerting = run_alerting(args.workdir, healthy_visits=args.bench_visits or 10,
+                                    interval=args.bench_interval or 39.0,
+                                    alerts_per_visit=args.bench_alerts or 10_000)
+            print("\n".join(render_alerting(alerting)), flush=True)
+            continue
         sc = SCENARIOS[name]
         if args.bench_visits:
             sc.visits = args.bench_visits
@@ -511,12 +655,10 @@ def main(args: argparse.Namespace) -> int:
         res = run_scenario(sc, args.workdir)
         results.append(res)
         print("\n".join(_verdict(res)), flush=True)
-    command = "minibroker bench " + " ".join(
-        f"--{k.replace('bench_', '').replace('_', '-')} {v}" for k, v in
-        (("scenarios", args.scenarios), ("bench_visits", args.bench_visits),
-         ("bench_alerts", args.bench_alerts), ("bench_interval", args.bench_interval))
-        if v)
-    section = render(results, command)
+    flags = (("--scenarios", args.scenarios), ("--visits", args.bench_visits),
+             ("--alerts-per-visit", args.bench_alerts), ("--interval", args.bench_interval))
+    command = "minibroker bench " + " ".join(f"{k} {v}" for k, v in flags if v)
+    section = render(results, command, alerting)
     write_report(section, args.output)
     print(section)
     return 0

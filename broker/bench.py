@@ -466,8 +466,8 @@ def render_alerting(res: AlertingResult) -> list[str]:
     ok = res.alert_after is not None and res.alert_after <= bar and not res.healthy_alerts
     return [
         "### Alerting at full scale (real Prometheus and Alertmanager)", "",
-        f"{res.alerts_per_visit:,} realistic alerts per {interval:g}-s visit, 5 groups of 20 filters, 100 "
-        "consumers, the lag exporter, Prometheus and Alertmanager with the rules of "
+        f"{res.alerts_per_visit:,} realistic alerts per {interval:g}-s visit, 5 groups of 20 "
+        "filters, 100 consumers, the lag exporter, Prometheus and Alertmanager with the rules of "
         "`monitoring/rules/`.", "",
         f"- Healthy run: {res.healthy_visits} visits completed by every group; alerts that "
         f"fired: {', '.join(res.healthy_alerts) or 'none'}.",

@@ -182,14 +182,16 @@ def run(cfg: FilterGroupConfig, stop: threading.Event | None = None,
 
     def report(st: VisitStats) -> None:
         if cfg.instrument:
-            metrics.visit_seconds.observe(st.seconds)
-            metrics.last_visit.set(st.visit)
-            metrics.last_visit_seconds.set(st.seconds)
-            metrics.last_visit_time.set(time.time())
-            metrics.visits_completed.inc()
+            # Per-filter counts first, so a scrape never pairs a new visit number with
+            # the previous visit's counts.
             for i, name in enumerate(names):
                 metrics.visit_delivered[name].set(st.delivered[i])
                 metrics.visit_passed[name].set(st.passed[i])
+            metrics.visit_seconds.observe(st.seconds)
+            metrics.last_visit_seconds.set(st.seconds)
+            metrics.last_visit_time.set(time.time())
+            metrics.visits_completed.inc()
+            metrics.last_visit.set(st.visit)
         out(f"visit:{st.visit} group:{group} alerts:{st.alerts} passed:{sum(st.passed)} "
             f"delivered:{sum(st.delivered)} capped:{sum(st.capped)} seconds:{st.seconds:.3f} "
             f"first:{st.first_consumed:.3f} last:{st.first_consumed + st.seconds:.3f} "

@@ -192,9 +192,7 @@ def run_scenario(sc: Scenario, workdir: Path) -> ScenarioResult:
                  sc.alerts_per_visit, sc.interval)
         while True:
             ev = pipe.next_event(0.5)
-            bad = pipe.failed()
-            if bad:
-                raise RuntimeError(f"{bad[0].name} failed: {pipe.log_tail(bad[0])}")
+            pipe.raise_if_failed()
             if ev is not None:
                 f = parse_fields(ev.line)
                 if ev.service == "producer" and "visit" in f:
@@ -401,9 +399,7 @@ def run_alerting(workdir: Path, healthy_visits: int = 10, interval: float = 39.0
         starts: dict[int, float] = {}
         while res.freeze_at == 0.0:
             ev = pipe.next_event(0.5)
-            bad = pipe.failed()
-            if bad:
-                raise RuntimeError(f"{bad[0].name} failed: {pipe.log_tail(bad[0])}")
+            pipe.raise_if_failed()
             if ev is None:
                 continue
             f = parse_fields(ev.line)

@@ -176,11 +176,7 @@ def main(args: argparse.Namespace) -> int:
         deadline = None
         while True:
             ev = pipe.next_event(1.0)
-            bad = pipe.failed()
-            if bad:
-                svc = bad[0]
-                raise RuntimeError(f"{svc.name} exited with code {svc.proc.returncode}: "
-                                   f"{pipe.log_tail(svc, 3)}")
+            pipe.raise_if_failed()
             if ev is not None:
                 f = parse_fields(ev.line)
                 if ev.service == "producer" and "visit" in f:

@@ -211,6 +211,14 @@ class LocalPipeline:
         """Services that exited with an error."""
         return [s for s in self.services if s.proc.poll() not in (None, 0)]
 
+    def raise_if_failed(self) -> None:
+        """Raise RuntimeError naming the first service that exited with an error."""
+        bad = self.failed()
+        if bad:
+            svc = bad[0]
+            raise RuntimeError(f"{svc.name} exited with code {svc.proc.returncode}: "
+                               f"{self.log_tail(svc, 5)}")
+
     def next_event(self, timeout: float) -> Event | None:
         """The next stdout line of any service, or None after ``timeout``."""
         try:

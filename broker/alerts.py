@@ -40,6 +40,7 @@ __all__ = [
     "latest_version",
     "load_schema",
     "load_schema_file",
+    "resolve_schema",
     "schema_for_id",
     "split_wire",
     "visit_of",
@@ -145,6 +146,26 @@ def load_schema_file(*paths: str | Path) -> AlertSchema:
     m = re.search(r"v(\d+)_(\d+)", name)
     version = f"{m.group(1)}.{m.group(2)}" if m else "0.0"
     return AlertSchema(version, _version_id(version), parsed, parsed)
+
+
+def resolve_schema(spec: str) -> AlertSchema:
+    """A schema named on the command line: a version ("11.1") or ``.avsc`` files.
+
+    Files are given comma-separated in dependency order, the alert schema last (the 2016
+    schema of the 2018 prototype: diasource, diaobject, ssobject, cutout, alert).
+    """
+    if spec in available_versions():
+        return load_schema(spec)
+    paths = [p for p in spec.split(",") if p]
+    if paths and all(p.endswith(".avsc") for p in paths):
+        missing = [p for p in paths if not Path(p).is_file()]
+        if missing:
+            raise ValueError(f"schema file(s) not found: {', '.join(missing)}")
+        return load_schema_file(*paths)
+    raise ValueError(
+        f"{spec!r} is neither a schema version ({', '.join(available_versions())}) nor "
+        "comma-separated .avsc files"
+    )
 
 
 @cache

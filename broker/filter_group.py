@@ -90,14 +90,14 @@ def run(cfg: FilterGroupConfig, stop: threading.Event | None = None,
     from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
     from broker import kafka_io
-    from broker.alerts import load_schema
+    from broker.alerts import resolve_schema
     from broker.core import GroupCore
     from broker.filters import load_filters
     from monitoring.metrics import FilterGroupMetrics, make_registry, serve
 
     stop = stop or threading.Event()
     filters = load_filters(cfg.filters).select(cfg.first, cfg.last)
-    bare = load_schema(cfg.bare_schema) if cfg.bare_schema else None
+    bare = resolve_schema(cfg.bare_schema) if cfg.bare_schema else None
     core = GroupCore(filters, cfg.cap, bare_schema=bare)
     names = core.names
     group = cfg.group
@@ -300,7 +300,8 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
     option(parser, "--visit-idle", default=2.0, type=positive_float,
            help="seconds without alerts after which a visit counts as complete")
     option(parser, "--bare-schema",
-           help="read bare schemaless Avro of this schema version (2018 format)")
+           help="read bare schemaless Avro (2018 format) of this schema: a version, or "
+                ".avsc files comma-separated, the alert schema last")
     option(parser, "--metrics-port", default=0, type=non_negative_int,
            help="serve Prometheus metrics on this port (0 = off)")
     option(parser, "--no-instrumentation", flag=True,
@@ -317,11 +318,12 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.bare_schema:
-        from broker.alerts import available_versions
+        from broker.alerts import resolve_schema
 
-        if args.bare_schema not in available_versions():
-            raise UsageError(f"unknown --bare-schema {args.bare_schema}; choose one of "
-                             + ", ".join(available_versions()))
+        try:
+            resolve_schema(args.bare_schema)
+        except ValueError as exc:
+            raise UsageError(f"--bare-schema: {exc}") from None
     cfg = FilterGroupConfig(
         bootstrap=args.broker, topic=args.topic, first=args.first, last=args.last,
         filters=args.filters, group_id=args.group_id, cap=args.cap,

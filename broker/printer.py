@@ -33,11 +33,11 @@ def run(bootstrap: str, topic: str, interval: int = 1, group_id: str | None = No
         bare_schema: str | None = None, stop: threading.Event | None = None,
         out: Callable[[str], None] = print) -> int:
     """Print every ``interval``-th alert of ``topic`` until ``stop``; return alerts seen."""
-    from broker.alerts import Decoder, MalformedAlert, load_schema
+    from broker.alerts import Decoder, MalformedAlert, resolve_schema
     from broker.endconsumer import consume_topic
 
     stop = stop or threading.Event()
-    decoder = Decoder(None, bare_schema=load_schema(bare_schema) if bare_schema else None)
+    decoder = Decoder(None, bare_schema=resolve_schema(bare_schema) if bare_schema else None)
     seen = [0]
 
     def on_message(msg: Message) -> None:
@@ -64,7 +64,8 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("interval", metavar="INTERVAL", nargs="?", default=1, type=positive_int,
                         help="print every INTERVAL-th alert (default: 1)")
     option(parser, "--group-id", help="consumer group (default: minibroker-print-TOPIC)")
-    option(parser, "--bare-schema", help="read bare schemaless Avro of this schema version")
+    option(parser, "--bare-schema",
+           help="read bare schemaless Avro: a schema version, or .avsc files comma-separated")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -34,3 +34,15 @@ def slow_group() -> FilterRegistry:
 
 def exploding_group() -> FilterRegistry:
     return FilterRegistry([*default_filters()[:20], Exploding()])
+
+
+class LegacySnr(Filter):
+    name = "LegacySnr"
+    description = "2016-schema alerts (the 2018 prototype's) with SNR above 40"
+
+    def __call__(self, alert: dict) -> bool:
+        return alert["diaSource"]["snr"] > 40
+
+
+def legacy_group() -> FilterRegistry:
+    return FilterRegistry([LegacySnr()])

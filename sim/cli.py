@@ -15,6 +15,7 @@ import argparse
 import importlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -155,6 +156,14 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
     option(cal, "--output", default=None, type=Path,
            help="file to write (default: the --calibration file)")
     option(cal, "--dry-run", flag=True, help="measure and print, write nothing")
+    option(cal, "--kafka", default=None, metavar="BOOTSTRAP",
+           help="also measure the Kafka costs (consume, produce, commit, producer send, "
+                "broker CPU) on the Kafka at BOOTSTRAP, or 'local' to start a throw-away "
+                "local Kafka for it")
+    option(cal, "--kafka-alerts", default=None, type=positive_int,
+           help="alerts timed per Kafka pass (default: 3000 realistic, 10000 dmtn081)")
+    option(cal, "--kafka-repeats", default=3, type=positive_int,
+           help="Kafka passes per profile (the median is kept)")
     _add_costs_options(cal)
     cal.set_defaults(sim_handler=_calibrate)
 
@@ -189,8 +198,14 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
                          "(arguments go to sim.validate).",
                          description="Run real pipeline configurations on Kafka, predict "
                          "them with the model and write predicted-against-measured.")
-    val.add_argument("validate_args", nargs=argparse.REMAINDER,
-                     help="arguments for sim.validate")
+    module = _validate_module()
+    if module is not None and hasattr(module, "add_parser_args"):
+        # Its options go straight on this parser: argparse's REMAINDER cannot take
+        # arguments that start with "--" as the first ones.
+        module.add_parser_args(val)
+    else:
+        val.add_argument("validate_args", nargs=argparse.REMAINDER,
+                         help="arguments for sim.validate")
     val.set_defaults(sim_handler=_validate)
 
 
@@ -222,8 +237,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     """Measure per-alert costs on this machine and write the calibration file.
 
     Decode (diaSource only, with history, full), filter and serialisation costs are timed
-    through broker.alerts, broker.catalogue and broker.generator. Costs that need Kafka
-    keep their values from the file unless given with --cost.
+    through broker.alerts, broker.catalogue and broker.generator. With --kafka, the Kafka
+    costs (consume, produce, commit, the producer's send, the broker's CPU per alert in
+    and out) are measured through broker.kafka_io on a real Kafka (sim.calibrate_kafka);
+    without it they keep their values from the file unless given with --cost.
     """
     from sim.calibrate import measure_costs
 
@@ -234,20 +251,41 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     overrides = dict(args.cost or [])
     profiles = PROFILES if args.profile == "all" else (args.profile,)
+    # Decode, filter and serialisation first, in a fresh process: after the Kafka part has
+    # pushed gigabytes of alerts through this process, its heap makes them slower.
+    measured = {}
+    for profile in profiles:
+        log.info("measuring %s costs on %d alerts", profile, args.alerts)
+        measured[profile] = measure_costs(
+            profile, base=calibration.profiles.get(profile, Costs()), alerts=args.alerts,
+            repeats=args.repeats, kafka=overrides)
+    kafka_measured = _measure_kafka(args, profiles) if getattr(args, "kafka", None) else {}
     rows = []
     for profile in profiles:
         base = calibration.profiles.get(profile, Costs())
-        log.info("measuring %s costs on %d alerts", profile, args.alerts)
-        m = measure_costs(profile, base=base, alerts=args.alerts, repeats=args.repeats,
-                          kafka=overrides)
-        calibration.profiles[profile] = m.costs
+        m = measured[profile]
+        km = kafka_measured.get(profile)
+        costs = m.costs
         for name, note in m.notes.items():
             calibration.notes[f"{profile}.{name}"] = note
+        if km is not None:
+            values = {k: v for k, v in km.values.items() if k not in overrides}
+            if "producer_kafka" in values:
+                values["producer_send"] = values.pop("producer_kafka")
+            costs = replace(costs, **values)
+            for name, note in km.notes.items():
+                if name in overrides:
+                    continue
+                key = "producer_send" if name == "producer_kafka" else name
+                calibration.notes[f"{profile}.{key}"] = note
+        calibration.profiles[profile] = costs
+        for name in overrides:
+            calibration.notes[f"{profile}.{name}"] = "hand-entered with --cost"
         for name in Costs.names():
             rows.append({"profile": profile, "cost": name,
-                         "seconds": f"{getattr(m.costs, name):.3g}",
+                         "seconds": f"{getattr(costs, name):.3g}",
                          "was": f"{getattr(base, name):.3g}",
-                         "how": _how(m.notes.get(name, ""))})
+                         "how": _how(calibration.notes.get(f"{profile}.{name}", ""))})
     from sim.report import format_rows
 
     print(format_rows(rows))
@@ -260,6 +298,25 @@ def _calibrate(args: argparse.Namespace) -> int:
     calibration.save(output)
     print(f"wrote {output}")
     return 0
+
+
+def _measure_kafka(args: argparse.Namespace, profiles: tuple[str, ...]) -> dict[str, Any]:
+    """Kafka-measured costs per profile (sim.calibrate_kafka), on --kafka's broker."""
+    from sim.calibrate_kafka import kafka_for_calibration, measure_kafka_costs
+
+    command = f"minibroker sim calibrate --profile {args.profile} --kafka {args.kafka}"
+    if args.kafka_alerts:
+        command += f" --kafka-alerts {args.kafka_alerts}"
+    if args.kafka_repeats != 3:
+        command += f" --kafka-repeats {args.kafka_repeats}"
+    try:
+        with kafka_for_calibration(args.kafka) as (bootstrap, pid):
+            log.info("measuring Kafka costs on %s (broker pid %s)", bootstrap, pid)
+            return measure_kafka_costs(bootstrap, profiles, broker_pid=pid,
+                                       alerts=args.kafka_alerts, repeats=args.kafka_repeats,
+                                       command=command)
+    except (ConnectionError, RuntimeError) as exc:
+        raise UsageError(f"Kafka calibration failed: {exc}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -312,7 +369,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 def _how(note: str) -> str:
     """A one-word summary of how a cost was obtained, for the calibrate table."""
-    if note.startswith("measured on Kafka"):
+    if note.startswith(("measured on Kafka", "hand-entered with --cost")):
         return "given"
     if note.startswith("measured"):
         return "measured"
@@ -326,14 +383,21 @@ class _OneLineParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _validate_module() -> Any:
+    """``sim.validate``, or None when it does not exist."""
     try:
-        module = importlib.import_module("sim.validate")
+        return importlib.import_module("sim.validate")
     except ModuleNotFoundError as exc:
         if exc.name != "sim.validate":
             raise
-        raise UsageError("model validation is not available yet (no sim/validate.py)") from None
-    if hasattr(module, "add_parser_args"):
+        return None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    module = _validate_module()
+    if module is None:
+        raise UsageError("model validation is not available yet (no sim/validate.py)")
+    if hasattr(module, "add_parser_args") and hasattr(args, "validate_args"):
         parser = _OneLineParser(prog="minibroker sim validate")
         module.add_parser_args(parser)
         parser.parse_args(args.validate_args, namespace=args)

@@ -79,11 +79,21 @@ class Costs:
     """Per transaction commit: wall seconds the group is blocked waiting for the broker
     (not CPU; the one cost that is a latency)."""
     producer_send: float = 1e-04
-    """Per alert published by the producer process (serialise/copy + librdkafka send)."""
+    """Per alert published by the producer process: librdkafka send (and, in files
+    without ``producer_prepare``, the serialisation too)."""
+    producer_prepare: float = 0.0
+    """Per alert, serialising a visit before it is due (``broker.producer`` builds visit
+    ``v + 1`` as soon as visit ``v`` is acknowledged, never in the send loop)."""
     broker_in: float = 1e-04
     """Kafka broker CPU per message appended (input alerts and filtered outputs)."""
     broker_out: float = 2e-05
     """Kafka broker CPU per message served to one consumer (each group, each user)."""
+    broker_commit: float = 0.0
+    """Kafka broker CPU per transaction commit of a filter group (transaction log, the
+    input offsets, the state record's marker)."""
+    broker_marker: float = 0.0
+    """Kafka broker CPU per output partition a transaction wrote to (its commit
+    marker), on top of ``broker_commit``."""
     user_receive: float = 1e-04
     """Per alert an end consumer receives and decodes."""
     dispatch_parent: float = 1e-04

@@ -14,8 +14,11 @@ What is modelled
 *Producer*: visit ``v`` starts at ``v * interval``; its alerts are sent at ``send_rate``
 (evenly, or as a Poisson process with ``arrivals="poisson"``), in chunks of
 ``producer_batch`` that cost ``producer_send`` CPU each per alert, chunk ``k`` to
-partition ``k mod partitions``. *Kafka*: each partition is an append-only log of alert
-timestamps; a chunk becomes visible after the broker's append thread has spent
+partition ``k mod partitions``. As ``broker.producer`` does, the alerts of visit
+``v + 1`` are serialised (``producer_prepare`` per alert) as soon as visit ``v`` is
+published, before visit ``v + 1`` is due (the first visit's before the run starts).
+*Kafka*: each partition is an append-only log of alert timestamps; a chunk becomes
+visible after the broker's append thread has spent
 ``broker_in`` per alert on it; every alert served to a consumer costs the broker's fetch
 thread ``broker_out``. Each group keeps its own offsets (each group reads the full
 stream). *Fetch*: a consumer takes up to ``fetch_max`` available alerts of one partition
@@ -26,7 +29,8 @@ it wakes when data arrives or after ``fetch_wait``.
 paying per alert ``consume + decode(reads) + filters * per_filter``, per output alert
 ``produce`` and per visit ``per_visit``; with ``reads="history"`` only a
 ``history_fraction`` of the alerts pay the history part of the decode (the group's
-staged decoding reads prvDiaSources only for alerts passing a diaSource prefilter).
+staged decoding reads prvDiaSources only for alerts passing a diaSource prefilter);
+``history_fractions`` gives each group its own fraction (groups run different filters).
 *2018 design* (``design="dmtn081_pool"``): a
 parent process pays ``consume + decode(reads) + filters * dispatch_parent`` per alert
 (it decodes and hands each alert to the pool once per filter) and ``per_visit``; a pool
@@ -35,12 +39,18 @@ alert and ``produce`` per output, each batch split equally between the workers.
 
 *Outputs*: filter ``i`` of a group passes a deterministic, evenly spaced fraction
 ``pass_fraction`` of the alerts in the order the group reads them (a per-filter phase
-keeps filters from passing the same alerts), at most ``cap`` per visit. As in
+keeps filters from passing the same alerts), at most ``cap`` per visit;
+``pass_fractions`` gives every filter (and optionally every visit) its own fraction, so a
+filter that reaches its cap early, or passes little, stops producing outputs where the
+real one does. As in
 ``broker.filter_group``, outputs are visible to end consumers when the group's Kafka
 transaction commits (``outputs_visible="commit"``): after a job once ``commit_interval``
 seconds or ``commit_every`` alerts have passed since the last commit, or when the group
-is caught up and ``commit_idle`` seconds have passed; a commit costs ``commit`` CPU and
-blocks the group ``commit_wait`` seconds. ``"batch"`` makes outputs visible at the end of
+is caught up and ``commit_idle`` seconds have passed; a commit costs ``commit`` CPU,
+the broker ``broker_commit`` plus ``broker_marker`` per output topic written in the
+transaction, and blocks the group ``commit_wait`` seconds; a visit
+is *committed* (its input offsets are visible to the lag exporter) by the commit after
+its last alert. ``"batch"`` makes outputs visible at the end of
 their job (no transactions; always so in the 2018 design), ``"visit"`` at the end of the
 visit. *End consumers*: user ``u`` reads filter ``u mod (groups * filters_per_group)``,
 paying ``user_receive`` per alert. *Cores*: every process above shares ``cores`` cores
@@ -143,11 +153,18 @@ class Config:
     history_fraction: float = 1.0
     """With ``reads="history"``: fraction of alerts whose history is decoded (staged
     decoding decodes it only for alerts that pass a cheap diaSource prefilter)."""
+    history_fractions: tuple[float, ...] = ()
+    """With ``reads="history"``: one fraction per group, replacing ``history_fraction``
+    (empty: every group uses ``history_fraction``)."""
     partitions: int = 1
     cap: int = 20
     """At most this many outputs per filter per visit."""
     pass_fraction: float = 0.01
     """Fraction of alerts each filter passes (before the cap)."""
+    pass_fractions: tuple[tuple[float, ...], ...] = ()
+    """Per filter (every group's filters in order, ``groups * filters_per_group``): the
+    fraction it passes, replacing ``pass_fraction``; one row for all visits or one row
+    per visit (empty: every filter passes ``pass_fraction``)."""
     design: str = "minibroker"
     """``minibroker`` (one process per group) or ``dmtn081_pool`` (2018 parent + pool)."""
     pool_size: int = 10
@@ -201,6 +218,21 @@ class Config:
              f"send_rate must be greater than zero alerts/s (or unlimited), got {self.send_rate}")
         need(0 <= self.history_fraction <= 1,
              f"history_fraction must be between 0 and 1, got {self.history_fraction}")
+        need(len(self.history_fractions) in (0, self.groups),
+             f"history_fractions needs one value per group ({self.groups}), got "
+             f"{len(self.history_fractions)}")
+        need(all(0 <= h <= 1 for h in self.history_fractions),
+             f"history_fractions must be between 0 and 1, got {list(self.history_fractions)}")
+        rows = len(self.pass_fractions)
+        need(rows in (0, 1, self.visits),
+             f"pass_fractions needs one row, or one row per visit ({self.visits}), got {rows}")
+        n_filters = self.groups * self.filters_per_group
+        for row in self.pass_fractions:
+            need(len(row) == n_filters,
+                 f"each pass_fractions row needs one value per filter ({n_filters}), got "
+                 f"{len(row)}")
+            need(all(0 <= x <= 1 for x in row),
+                 "pass_fractions must be between 0 and 1")
         need(0 <= self.pass_fraction <= 1,
              f"pass_fraction must be between 0 and 1, got {self.pass_fraction}")
         need(self.jitter >= 0, f"jitter must be zero or greater, got {self.jitter}")
@@ -226,6 +258,8 @@ class Config:
         """JSON-able mapping of the fields."""
         data = asdict(self)
         data["dedicated"] = sorted(self.dedicated)
+        data["history_fractions"] = list(self.history_fractions)
+        data["pass_fractions"] = [list(row) for row in self.pass_fractions]
         return data
 
 
@@ -285,6 +319,9 @@ class Result:
     user_backlog: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """Largest end-consumer backlog (alerts) at each visit boundary."""
     wall_seconds: float = 0.0
+    visit_committed: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    """(groups, visits) when the commit covering the visit's last alert completed (its
+    input offsets visible to the lag exporter; = ``visit_last`` without transactions)."""
 
     @property
     def keeps_up(self) -> bool:
@@ -295,6 +332,12 @@ class Result:
     def visit_seconds(self) -> np.ndarray:
         """(groups, visits) processing time: first alert consumed -> last processed."""
         return self.visit_last - self.visit_first
+
+    @property
+    def visit_commit_seconds(self) -> np.ndarray:
+        """(groups, visits) first alert consumed -> the visit's last alert committed, as
+        a group's committed offsets show it."""
+        return self.visit_committed - self.visit_first
 
     @property
     def visit_metric_seconds(self) -> np.ndarray:
@@ -391,6 +434,9 @@ class _Group:
         self.txn: list[tuple[int, list[tuple[int, np.ndarray]]]] = []  # (visit, outputs)
         self.txn_alerts = 0
         self.txn_start = 0.0
+        self.txn_finished: list[int] = []  # visits whose last alert is in the open txn
+        self.committed = np.full(visits, np.nan)
+        self.per_alert = 0.0
         self.next_partition = 0
         self.owner = -1
         self.pool: Thread | None = None
@@ -449,9 +495,18 @@ class _Sim:
             self.users_of[u % n_filters].append(u)
         self.user_pending = np.zeros(len(self.users), dtype=np.int64)
         self.e2e: list[np.ndarray] = []
-        self.pass_positions = self._pass_positions()
-        finite = self.pass_positions[np.isfinite(self.pass_positions)]
-        self.last_pass = float(finite.max()) if finite.size else -1.0
+        # Pass positions per (pass_fractions row, group): (filters, cap) and the last one.
+        F = c.filters_per_group
+        self.positions: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
+        if c.pass_fractions:
+            for r, row in enumerate(c.pass_fractions):
+                for g in range(c.groups):
+                    self.positions[r, g] = self._last(self._pass_positions(
+                        np.asarray(row[g * F:(g + 1) * F], dtype=float)))
+        else:
+            shared = self._last(self._pass_positions(np.full(F, c.pass_fraction)))
+            for g in range(c.groups):
+                self.positions[0, g] = shared
 
         self.boundary_lag = np.zeros((c.groups, V), dtype=np.int64)
         self.user_backlog = np.zeros(V, dtype=np.int64)
@@ -459,9 +514,14 @@ class _Sim:
         self.lag_msgs: list[list[int]] = []
         self.lag_secs: list[list[float]] = []
         decode = costs.decode(c.reads)
-        if c.reads == "history":
-            decode = costs.decode_source + c.history_fraction * (decode - costs.decode_source)
-        self.per_alert = costs.consume + decode
+        for g, grp in enumerate(self.groups):
+            grp_decode = decode
+            if c.reads == "history":
+                h = c.history_fractions[g] if c.history_fractions else c.history_fraction
+                grp_decode = costs.decode_source + h * (decode - costs.decode_source)
+            grp.per_alert = costs.consume + grp_decode
+        # Visit v is published (every alert appended): the producer serialises v + 1.
+        self.published_event = [self.env.event() for _ in range(V)]
         # The 2018 design had no transactions: its outputs were visible as produced.
         self.visibility = "batch" if c.design == "dmtn081_pool" and \
             c.outputs_visible == "commit" else c.outputs_visible
@@ -478,28 +538,38 @@ class _Sim:
         return sizes
 
     # -- outputs -------------------------------------------------------------------
-    def _pass_positions(self) -> np.ndarray:
+    def _pass_positions(self, fractions: np.ndarray) -> np.ndarray:
         """(filters, cap) positions, in a group's reading order within a visit, of the
-        alerts each filter passes: evenly spaced at ``pass_fraction`` with a per-filter
-        phase, the first ``cap`` only; +inf pads filters with fewer passes."""
+        alerts each filter passes: evenly spaced at its pass fraction (``fractions[i]``)
+        with a per-filter phase, the first ``cap`` only; +inf pads filters with fewer
+        passes."""
         c = self.config
         F, cap = c.filters_per_group, c.cap
         positions = np.full((F, max(cap, 1)), np.inf)
-        if c.pass_fraction <= 0 or cap == 0 or F == 0:
+        if cap == 0 or F == 0:
             return positions
         j = np.arange(1, cap + 1)
         for i in range(F):
+            pf = float(fractions[i])
+            if pf <= 0:
+                continue
             phase = (i + 0.5) / F
             # Alert k passes when floor(pf*(k+1) + phase) steps up: k = ceil((j-phase)/pf)-1.
-            k = np.ceil((j - phase) / c.pass_fraction) - 1
+            k = np.ceil((j - phase) / pf) - 1
             positions[i, :cap] = k
         return positions
 
-    def _outputs(self, grp: _Group, p: int, a: int, s: int, n: int
+    @staticmethod
+    def _last(positions: np.ndarray) -> tuple[np.ndarray, float]:
+        finite = positions[np.isfinite(positions)]
+        return positions, float(finite.max()) if finite.size else -1.0
+
+    def _outputs(self, grp: _Group, v: int, p: int, a: int, s: int, n: int
                  ) -> list[tuple[int, np.ndarray]]:
         """Outputs of a job: (global filter index, produce times of the passing alerts)."""
-        pos = self.pass_positions
-        if s > self.last_pass:
+        row = v if len(self.config.pass_fractions) > 1 else 0
+        pos, last_pass = self.positions[row, grp.index]
+        if s > last_pass:
             return []  # every filter has reached its cap (or passes nothing) this visit
         hit = (pos >= s) & (pos < s + n)
         if not hit.any():
@@ -532,7 +602,13 @@ class _Sim:
         c, env = self.config, self.env
         chunk = 0
         send = self.costs.producer_send
+        prepare = self.costs.producer_prepare
         for v in range(c.visits):
+            if v and prepare > 0:
+                # Serialise this visit once the previous one is published (acknowledged).
+                yield self.published_event[v - 1]
+                yield self.producer_pool.run(int(self.counts[v]) * prepare,
+                                             self.producer_owner)
             start = v * c.interval
             if env.now < start:
                 yield env.timeout(start - env.now)
@@ -575,6 +651,7 @@ class _Sim:
         self.published_total += m
         if self.published[v] == self.counts[v]:
             self.visit_published[v] = self.env.now
+            self.published_event[v].succeed()
         arrived, self.arrival = self.arrival, self.env.event()
         arrived.succeed()
 
@@ -629,12 +706,12 @@ class _Sim:
             s = int(grp.seen[v])
             grp.seen[v] += n
             last = grp.seen[v] == self.counts[v]
-            outputs = self._outputs(grp, p, a, s, n)
+            outputs = self._outputs(grp, v, p, a, s, n)
             n_out = sum(len(t) for _, t in outputs)
             self.broker_fetch.submit(n * costs.broker_out)
             visit_work = costs.per_visit if last else 0.0
             if grp.pool is None:
-                work = (n * (self.per_alert + F * costs.per_filter) + n_out * costs.produce
+                work = (n * (grp.per_alert + F * costs.per_filter) + n_out * costs.produce
                         + visit_work)
                 yield self.cpu.run(self._jitter(work, n), grp.owner)
                 grp.consumed_total += n
@@ -643,7 +720,7 @@ class _Sim:
                                 or grp.txn_alerts >= c.commit_every):
                     yield from self._commit(grp)
             else:
-                parent = n * (self.per_alert + F * costs.dispatch_parent) + visit_work
+                parent = n * (grp.per_alert + F * costs.dispatch_parent) + visit_work
                 yield self.cpu.run(self._jitter(parent, n), grp.owner)
                 grp.consumed_total += n
                 workers = n * F * (costs.dispatch_worker + costs.per_filter) \
@@ -657,6 +734,9 @@ class _Sim:
     def _commit(self, grp: _Group) -> Any:
         """Commit the group's open transaction: its outputs become visible."""
         costs = self.costs
+        if costs.broker_commit > 0 or costs.broker_marker > 0:
+            partitions = len({f for _, outputs in grp.txn for f, _ in outputs})
+            self.broker_append.submit(costs.broker_commit + partitions * costs.broker_marker)
         if costs.commit > 0:
             yield self.cpu.run(costs.commit, grp.owner)
         if costs.commit_wait > 0:
@@ -664,6 +744,9 @@ class _Sim:
         for v, outputs in grp.txn:
             grp.acked[v] = self.env.now
             self._deliver(outputs)
+        for v in grp.txn_finished:
+            grp.committed[v] = self.env.now
+        grp.txn_finished = []
         grp.txn = []
         grp.txn_alerts = 0
         grp.txn_start = self.env.now
@@ -681,6 +764,10 @@ class _Sim:
         finished = grp.processed[v] == self.counts[v]
         if finished:
             grp.last[v] = now
+            if self.visibility == "commit":
+                grp.txn_finished.append(v)
+            else:
+                grp.committed[v] = now
         if self.visibility == "commit":
             grp.txn_alerts += n
             if outputs:
@@ -809,6 +896,7 @@ class _Sim:
             reasons=reasons,
             user_backlog=self.user_backlog,
             wall_seconds=wall,
+            visit_committed=np.array([g.committed for g in self.groups]).reshape(G, V),
         )
 
 

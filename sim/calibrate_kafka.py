@@ -1,0 +1,513 @@
+"""Measure the Kafka-dependent per-alert costs on this machine, on a real Kafka broker.
+
+``minibroker sim calibrate --kafka BOOTSTRAP`` (or ``--kafka local``: a throw-away
+:class:`broker.local_kafka.LocalKafka` on free ports in a temporary directory) calls
+:func:`measure_kafka_costs`, which drives the project's own Kafka clients
+(:func:`broker.kafka_io.producer` and :func:`broker.kafka_io.consumer`, with the settings
+every service uses) on generated alerts of each profile and times:
+
+- ``producer_kafka`` (becomes ``producer_send`` together with the serialisation
+  measured by :mod:`sim.calibrate`): CPU of this process per alert sent the way
+  ``broker.producer`` sends (visit header, delivery callback, ``poll(0)``, ``flush``),
+  librdkafka's threads and the kernel's share of the socket writes included;
+- ``consume``: CPU of this process per alert read the way ``broker.filter_group`` reads
+  (``consume(1000, 0.1)`` with ``read_committed``, then the message accessors it calls);
+- ``produce``: CPU per output alert written by a transactional producer the way a filter
+  group writes its outputs (headers, ``poll(0)``; commits counted separately);
+- ``commit`` and ``commit_wait``: per transaction commit as a group commits (state record,
+  ``send_offsets_to_transaction``, ``commit_transaction``, ``begin_transaction``): its
+  CPU, and the rest of its wall time (waiting for the broker);
+- ``broker_in`` / ``broker_out`` / ``broker_commit``: the Kafka broker's own CPU (the
+  ``java`` process's user + system time read with psutil before and after, minus its idle
+  rate measured just before) per alert appended by the producer, per alert served to one
+  consumer, and per transaction commit.
+
+CPU times are process totals, so the work of librdkafka's background threads and of the
+kernel (loopback TCP) lands on the process that causes it. Each measurement is repeated
+and the median kept; on a shared machine other load changes the medians little because
+CPU time, not wall time, is measured (``commit_wait`` is the exception: a wall time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "KAFKA_COSTS",
+    "KafkaMeasurement",
+    "find_broker_pid",
+    "kafka_for_calibration",
+    "machine_summary",
+    "measure_kafka_costs",
+    "warm_broker",
+]
+
+log = logging.getLogger(__name__)
+
+# The costs this module measures (``producer_kafka`` is handed to sim.calibrate, which
+# adds the serialisation cost to give ``producer_send``).
+KAFKA_COSTS = ("producer_kafka", "consume", "produce", "commit", "commit_wait",
+               "broker_in", "broker_out", "broker_commit", "broker_marker")
+_DIAGNOSTICS: tuple[str, ...] = ()
+
+# Alerts timed per repeat: ~380 MB of realistic alerts, ~20 MB of small ones.
+DEFAULT_ALERTS = {"realistic": 3000, "dmtn081": 10000}
+_WARMUP = 100
+_COMMITS = 20
+_COMMIT_GAP = 0.3
+_OUTPUTS_PER_TXN = 10
+_READS = 4
+
+
+@dataclass
+class KafkaMeasurement:
+    """Kafka-measured costs of one profile, with a note per cost."""
+
+    profile: str
+    values: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    """Every repeat's value per cost (the median is kept in ``values``)."""
+
+
+def machine_summary() -> str:
+    """``N cores, CPU model, RAM`` of this machine (from /proc where available)."""
+    import os
+
+    cores = os.cpu_count() or 0
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    ram = ""
+    with contextlib.suppress(Exception):
+        import psutil
+
+        ram = f", {psutil.virtual_memory().total / 2**30:.1f} GiB RAM"
+    return f"{cores} cores, {model}{ram}"
+
+
+def find_broker_pid(bootstrap: str) -> int | None:
+    """PID of the local ``java`` Kafka process listening on ``bootstrap``'s port, if any.
+
+    Only processes of this machine that psutil may inspect are considered; a remote broker
+    (or one run by another user) gives None and the broker costs are not measured.
+    """
+    import psutil
+
+    _host, _, port_text = bootstrap.split(",")[0].rpartition(":")
+    try:
+        port = int(port_text)
+    except ValueError:
+        return None
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            cmd = proc.info.get("cmdline") or []
+            if "kafka.Kafka" not in cmd:
+                continue
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                    return int(proc.pid)
+        except (psutil.Error, OSError):
+            continue
+    return None
+
+
+@contextlib.contextmanager
+def kafka_for_calibration(bootstrap: str) -> Iterator[tuple[str, int | None]]:
+    """Yield ``(bootstrap, broker pid)``; ``"local"`` starts (and then stops) a LocalKafka."""
+    if bootstrap != "local":
+        yield bootstrap, find_broker_pid(bootstrap)
+        return
+    from broker.local_kafka import LocalKafka, free_port
+
+    workdir = Path(tempfile.mkdtemp(prefix="minibroker-calibrate-"))
+    kafka = LocalKafka(workdir / "kafka", port=free_port(), controller_port=free_port(),
+                       log_level="warn")
+    log.info("starting a local Kafka in %s", workdir)
+    try:
+        kafka.start()
+        yield kafka.bootstrap, kafka.running_pid()
+    finally:
+        kafka.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class _BrokerClock:
+    """The broker's CPU seconds (user + system) through psutil; 0 when unknown."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.proc: Any = None
+        if pid is not None:
+            import psutil
+
+            with contextlib.suppress(psutil.Error):
+                self.proc = psutil.Process(pid)
+
+    @property
+    def known(self) -> bool:
+        return self.proc is not None
+
+    def __call__(self) -> float:
+        if self.proc is None:
+            return 0.0
+        t = self.proc.cpu_times()
+        return float(t.user + t.system)
+
+    def idle_rate(self, seconds: float = 1.0) -> float:
+        """Broker CPU seconds per second while nobody talks to it (background threads)."""
+        if self.proc is None:
+            return 0.0
+        c0, w0 = self(), time.monotonic()
+        time.sleep(seconds)
+        return max(0.0, (self() - c0) / (time.monotonic() - w0))
+
+
+@dataclass
+class _Window:
+    """CPU of this process, the broker's CPU and wall time over a ``with`` block."""
+
+    broker: _BrokerClock
+    idle: float = 0.0
+    cpu: float = 0.0
+    broker_cpu: float = 0.0
+    wall: float = 0.0
+
+    def __enter__(self) -> _Window:
+        self._c, self._b, self._w = time.process_time(), self.broker(), time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.monotonic() - self._w
+        self.cpu = time.process_time() - self._c
+        self.broker_cpu = max(0.0, self.broker() - self._b - self.idle * self.wall)
+
+
+def _produce_all(prod: Any, topic: str, alerts: Sequence[bytes], visit: int,
+                 on_delivery: Callable[[Any, Any], None]) -> None:
+    """Send like broker.producer.run: header, callback, poll(0), BufferError retry."""
+    headers = [("visit", str(visit).encode())]
+    for data in alerts:
+        while True:
+            try:
+                prod.produce(topic, data, headers=headers, on_delivery=on_delivery)
+                break
+            except BufferError:
+                prod.poll(0.05)
+        prod.poll(0)
+    remaining = prod.flush(120)
+    if remaining:
+        raise RuntimeError(f"{remaining} calibration alerts were not acknowledged by Kafka")
+
+
+def _consume_all(cons: Any, topic: str, start: int, count: int, timeout: float) -> int:
+    """Read ``count`` messages from ``start`` like broker.filter_group's loop."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    cons.assign([TopicPartition(topic, 0, start)])
+    seen, size = 0, 0
+    deadline = time.monotonic() + timeout
+    while seen < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"read {seen} of {count} calibration alerts in {timeout:.0f} s")
+        for m in cons.consume(1000, 0.1):
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise RuntimeError(f"consumer error during calibration: {err}")
+            # The accessors a filter group calls on every message.
+            m.topic(), m.partition(), m.offset(), m.key(), m.timestamp()
+            size += len(m.value() or b"")
+            seen += 1
+    cons.unassign()
+    return size
+
+
+def warm_broker(bootstrap: str, data: Sequence[bytes], alerts: int = 15_000) -> None:
+    """Send ``alerts`` messages (``data`` over and over) through a producer and a consumer.
+
+    A fresh broker spends 2-3 times more CPU per alert on its first ~10,000 large alerts
+    (JIT compilation, heap sizing), and so does a producer sending to it; the model wants
+    the steady state, so calibration and validation warm the broker up first.
+    """
+    from broker import kafka_io
+
+    topic = f"sim-warm-up-{uuid.uuid4().hex[:8]}"
+    kafka_io.ensure_topics(bootstrap, [topic])
+    try:
+        prod = kafka_io.producer(bootstrap)
+        sent = 0
+        while sent < alerts:
+            chunk = data[: alerts - sent]
+            _produce_all(prod, topic, chunk, 1, lambda _e, _m: None)
+            sent += len(chunk)
+        del prod
+        cons = kafka_io.consumer(bootstrap, f"{topic}-reader")
+        _consume_all(cons, topic, 0, alerts, 300)
+        cons.close()
+    finally:
+        with contextlib.suppress(Exception):
+            for fut in kafka_io.admin(bootstrap).delete_topics([topic]).values():
+                fut.result()
+
+
+def _commit(prod: Any, cons: Any, state_topic: str, group: str, offsets: list[Any]) -> None:
+    """Commit like broker.filter_group's commit(): state record, offsets, commit, begin."""
+    from broker import kafka_io
+
+    key, value = kafka_io.state_record(group, {"caps": {"cap": 20, "filters": [],
+                                                        "counts": {}}})
+    prod.produce(state_topic, value, key)
+    prod.send_offsets_to_transaction(offsets, cons.consumer_group_metadata(), 60)
+    prod.commit_transaction(120)
+    prod.begin_transaction()
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else 0.0
+
+
+def measure_kafka_costs(
+    bootstrap: str,
+    profiles: Sequence[str] = ("realistic", "dmtn081"),
+    *,
+    broker_pid: int | None = None,
+    alerts: dict[str, int] | int | None = None,
+    repeats: int = 3,
+    outputs: int = 400,
+    commits: int = _COMMITS,
+    warm_up: int = 15_000,
+    seed: int = 0,
+    command: str = "minibroker sim calibrate --kafka",
+) -> dict[str, KafkaMeasurement]:
+    """Measure the Kafka-dependent costs of each profile on the broker at ``bootstrap``.
+
+    ``broker_pid`` is the Kafka ``java`` process (found from the port when None; the
+    broker costs are skipped when it cannot be found). ``alerts`` per profile (or one
+    count for all) are timed per repeat; ``outputs`` transactional outputs and
+    ``commits`` commits per repeat, after ``warm_up`` alerts through the broker
+    (:func:`warm_broker`) and a discarded warm-up pass. Topics are created with unique names and
+    deleted afterwards.
+    """
+    from broker import kafka_io
+    from broker.generator import generate_visit
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if broker_pid is None:
+        broker_pid = find_broker_pid(bootstrap)
+    broker = _BrokerClock(broker_pid)
+    if not broker.known:
+        log.warning("no local Kafka process found for %s: broker_in/broker_out not measured",
+                    bootstrap)
+    kafka_io.wait_for_broker(bootstrap)
+    run_id = uuid.uuid4().hex[:8]
+    when = datetime.now(UTC).strftime("%Y-%m-%d")
+    machine = f"{platform.node() or 'unknown host'} ({machine_summary()}, " \
+              f"{platform.python_implementation()} {platform.python_version()})"
+    created: list[str] = []
+    results: dict[str, KafkaMeasurement] = {}
+    try:
+        state_topic = f"sim-calibrate-{run_id}-state"
+        kafka_io.ensure_topics(bootstrap, [state_topic], config={"cleanup.policy": "compact"})
+        created.append(state_topic)
+        for profile in profiles:
+            if isinstance(alerts, int):
+                n = alerts
+            else:
+                n = (alerts or {}).get(profile, DEFAULT_ALERTS.get(profile, 2000))
+            log.info("Kafka calibration, %s: generating %d alerts", profile, n + _WARMUP)
+            data = generate_visit(1, n + _WARMUP, profile=profile, seed=seed)
+            size = sum(len(d) for d in data) / len(data)
+            log.info("Kafka calibration, %s: warming the broker up with %d alerts", profile,
+                     warm_up)
+            warm_broker(bootstrap, data, warm_up)
+            m = KafkaMeasurement(profile)
+            samples: dict[str, list[float]] = {k: [] for k in (*KAFKA_COSTS, *_DIAGNOSTICS)}
+            # Pass 0 warms up the broker's JIT, the transaction coordinator and the page
+            # cache, and is not kept.
+            for rep in range(repeats + 1):
+                topic = f"sim-calibrate-{run_id}-{profile}-{rep}"
+                outs = [f"{topic}-out{k:02d}" for k in range(20)]
+                kafka_io.ensure_topics(bootstrap, [topic, *outs])
+                created += [topic, *outs]
+                one = _measure_once(bootstrap, broker, topic, outs, state_topic, data, n,
+                                    outputs, commits, f"sim-calibrate-{run_id}-{profile}")
+                log.info("Kafka calibration, %s, %s: %s", profile,
+                         f"pass {rep}/{repeats}" if rep else "warm-up pass",
+                         ", ".join(f"{k}={v:.3g}" for k, v in one.items()))
+                if rep:
+                    for k, v in one.items():
+                        samples[k].append(v)
+            where = (f"measured {when} on {machine} with `{command}`, Kafka at {bootstrap}, "
+                     f"median of {repeats} repeats")
+            m.samples = samples
+            for k in KAFKA_COSTS:
+                if k.startswith("broker_") and not broker.known:
+                    continue
+                m.values[k] = float(f"{_median(samples[k]):.3g}")
+            spread = {k: f"{min(v):.3g}-{max(v):.3g}" for k, v in samples.items() if v}
+            m.notes = {
+                "producer_kafka": f"{where}: CPU of the sending process per alert, "
+                    f"broker.kafka_io.producer() sending {n} {profile} alerts "
+                    f"({size / 1000:.1f} kB) like broker.producer (range "
+                    f"{spread['producer_kafka']})",
+                "consume": f"{where}: CPU of the reading process per alert, "
+                    f"broker.kafka_io.consumer() (read_committed, consume(1000)) reading {n} "
+                    f"{profile} alerts like broker.filter_group (range {spread['consume']})",
+                "produce": f"{where}: CPU per output of a transactional "
+                    f"broker.kafka_io.producer() writing {outputs} {profile} outputs with "
+                    f"group headers to 20 topics, commit CPU subtracted (range "
+                    f"{spread['produce']})",
+                "commit": f"{where}: CPU per transaction commit as broker.filter_group "
+                    f"commits (state record, send_offsets_to_transaction, commit, begin), "
+                    f"median of {commits} commits {_COMMIT_GAP:g} s apart with "
+                    f"{_OUTPUTS_PER_TXN} outputs each (range {spread['commit']})",
+                "commit_wait": f"{where}: wall time of a commit minus its CPU, median of "
+                    f"{commits} commits {_COMMIT_GAP:g} s apart (range "
+                    f"{spread['commit_wait']})",
+            }
+            if broker.known:
+                m.notes["broker_in"] = (
+                    f"{where}: Kafka java process CPU (psutil user+system, idle rate "
+                    f"subtracted) per {profile} alert appended while the producer sent {n} "
+                    f"(range {spread['broker_in']})")
+                m.notes["broker_commit"] = (
+                    f"{where}: Kafka java process CPU (psutil user+system, idle rate "
+                    f"and the outputs' appends subtracted) per transaction commit, beyond "
+                    f"its per-partition markers; {commits} commits {_COMMIT_GAP:g} s apart "
+                    f"of {_OUTPUTS_PER_TXN} outputs to 1 topic (range "
+                    f"{spread['broker_commit']})")
+                m.notes["broker_marker"] = (
+                    f"{where}: Kafka java process CPU per output partition of a "
+                    f"transaction (its commit marker): commits of {_OUTPUTS_PER_TXN} "
+                    f"outputs to {_OUTPUTS_PER_TXN} topics against to 1 topic, "
+                    f"{commits} each (range {spread['broker_marker']})")
+                m.notes["broker_out"] = (
+                    f"{where}: Kafka java process CPU (psutil user+system, idle rate "
+                    f"subtracted) per {profile} alert served to one read_committed consumer, "
+                    f"topic read {_READS} times (range {spread['broker_out']})")
+            results[profile] = m
+    finally:
+        if created:
+            with contextlib.suppress(Exception):
+                futures = kafka_io.admin(bootstrap).delete_topics(created, operation_timeout=30)
+                for fut in futures.values():
+                    with contextlib.suppress(Exception):
+                        fut.result()
+    return results
+
+
+def _measure_once(bootstrap: str, broker: _BrokerClock, topic: str, outs: list[str],
+                  state_topic: str, data: list[bytes], n: int, outputs: int, commits: int,
+                  group: str, reads: int = _READS) -> dict[str, float]:
+    from confluent_kafka import TopicPartition
+
+    from broker import kafka_io
+
+    acked = [0]
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is None:
+            acked[0] += 1
+
+    out: dict[str, float] = {}
+    # -- the producer: warm up (connection, metadata, idempotence), then time n sends.
+    prod = kafka_io.producer(bootstrap)
+    _produce_all(prod, topic, data[:_WARMUP], 1, on_delivery)
+    idle = broker.idle_rate(2.0)
+    with _Window(broker, idle) as w:
+        _produce_all(prod, topic, data[_WARMUP:], 1, on_delivery)
+    del prod
+    gc.collect()
+    out["producer_kafka"] = w.cpu / n
+    out["broker_in"] = w.broker_cpu / n
+
+    # -- a consumer reading like a filter group (assign: no rebalance in the window),
+    # the topic read ``reads`` times over so the broker's small serving cost stands out
+    # of psutil's 10-ms clock ticks.
+    cons = kafka_io.consumer(bootstrap, f"{group}-reader")
+    cons.list_topics(topic, timeout=10)
+    _consume_all(cons, topic, 0, _WARMUP, 60)
+    idle = broker.idle_rate(0.5)
+    with _Window(broker, idle) as w:
+        for _ in range(reads):
+            _consume_all(cons, topic, _WARMUP, n, 120)
+    out["consume"] = w.cpu / (n * reads)
+    out["broker_out"] = w.broker_cpu / (n * reads)
+
+    # -- a transactional producer writing like a filter group.
+    tprod = kafka_io.producer(bootstrap, transactional_id=f"{group}-txn")
+    tprod.init_transactions(60)
+    tprod.begin_transaction()
+    offsets = [TopicPartition(topic, 0, n)]
+    _commit(tprod, cons, state_topic, group, offsets)  # warm-up
+    # Commits spaced as a busy group spaces them (it commits every commit_interval,
+    # 0.5 s), each transaction holding a few outputs. Back-to-back commits would measure
+    # something else: the next transaction waiting (retry.backoff.ms) for the broker to
+    # finish the previous one's markers.
+    # The broker's work per commit grows with the partitions the transaction wrote to
+    # (one commit marker each): transactions with the same outputs spread over one topic
+    # and over ten separate the two.
+    idle = broker.idle_rate(2.0)  # psutil counts 10-ms ticks: a long idle window
+    cpus, walls = [], []
+    per_txn: dict[int, float] = {}
+    for spread_over in (1, _OUTPUTS_PER_TXN):
+        with _Window(broker, idle) as w:
+            for _ in range(commits):
+                for j in range(_OUTPUTS_PER_TXN):
+                    name = outs[j % spread_over]
+                    tprod.produce(name, data[j], None, headers=[("filter", name.encode())])
+                    tprod.poll(0)
+                time.sleep(_COMMIT_GAP)
+                c0, w0 = time.process_time(), time.monotonic()
+                _commit(tprod, cons, state_topic, group, offsets)
+                cpus.append(time.process_time() - c0)
+                walls.append(time.monotonic() - w0)
+        # The broker's CPU per commit, less its cost of appending the outputs.
+        per_txn[spread_over] = w.broker_cpu / commits - _OUTPUTS_PER_TXN * out["broker_in"]
+    commit_cpu = _median(cpus)
+    out["commit"] = commit_cpu
+    out["commit_wait"] = max(0.0, _median([a - b for a, b in zip(walls, cpus, strict=True)]))
+    marker = (per_txn[_OUTPUTS_PER_TXN] - per_txn[1]) / (_OUTPUTS_PER_TXN - 1)
+    out["broker_marker"] = max(0.0, marker)
+    out["broker_commit"] = max(0.0, per_txn[1] - out["broker_marker"])
+    per_commit = 100
+    done = 0
+    with _Window(broker) as w:
+        for k in range(outputs):
+            name = outs[k % len(outs)]
+            value = data[k % len(data)]
+            tprod.produce(name, value, None, headers=[
+                ("visit", b"1"), ("alert_timestamp", b"1700000000000"),
+                ("group", group.encode()), ("filter", name.encode())])
+            tprod.poll(0)
+            if (k + 1) % per_commit == 0:
+                _commit(tprod, cons, state_topic, group, offsets)
+                done += 1
+        if outputs % per_commit:
+            _commit(tprod, cons, state_topic, group, offsets)
+            done += 1
+    out["produce"] = max(0.0, w.cpu - done * commit_cpu) / max(outputs, 1)
+    tprod.abort_transaction(30)
+    del tprod
+    cons.close()
+    del cons
+    gc.collect()
+    return out

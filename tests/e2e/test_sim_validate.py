@@ -1,0 +1,57 @@
+"""``minibroker sim validate --quick`` on the session's real Kafka.
+
+Runs the two quick configurations (a lightly loaded group that clearly keeps up; 20,000
+small alerts per 1-s visit through 100 filters, which clearly cannot) as real
+``minibroker filter`` / ``minibroker produce`` subprocesses, predicts them with the model,
+and checks the table it writes: real measured numbers, the measured verdicts, the model's
+verdicts, and the rest of BENCHMARKS.md left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from broker.cli import main as cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kafka]
+
+
+def test_quick_validation_writes_a_measured_table(kafka_bootstrap: str,
+                                                  tmp_path: Path) -> None:
+    bench = tmp_path / "BENCHMARKS.md"
+    bench.write_text("# Benchmarks\n\n## Throughput\n\nsomeone else's numbers\n")
+    raw = tmp_path / "validate.json"
+    rc = cli(["sim", "validate", "--quick", "--bootstrap", kafka_bootstrap,
+              "--output", str(bench), "--json", str(raw)])
+    assert rc in (0, 1)  # 1: a bar missed; the table is written either way
+
+    text = bench.read_text()
+    assert "## Throughput\n\nsomeone else's numbers" in text  # other sections kept
+    assert text.count("<!-- sim-validate:start -->") == 1
+    assert "## Capacity model validation" in text
+    assert "nproc" not in text and "cores" in text  # the machine is described
+    rows = {m.group(1): m.group(0) for m in
+            re.finditer(r"^\| (qa|qd) \|.*$", text, flags=re.MULTILINE)}
+    assert set(rows) == {"qa", "qd"}, text
+
+    data = {c["spec"]["key"]: c for c in json.loads(raw.read_text())["configs"]}
+    healthy, overloaded = data["qa"], data["qd"]
+    for c in (healthy, overloaded):
+        row = c["row"]
+        # Real measurements: positive visit times and CPU actually used by the services.
+        assert row["visit_s_measured"] > 0 and row["visit_s_predicted"] > 0
+        cpu = c["measured"]["cpu"]
+        assert cpu["producer"] > 0 and any(k.startswith("group") and v > 0
+                                           for k, v in cpu.items())
+        assert len(c["measured"]["offsets"]) > 10  # sampled broker-level offsets
+    assert healthy["row"]["verdict_measured"] == "keeps up"
+    assert healthy["row"]["lag_measured"] == 0
+    assert overloaded["row"]["verdict_measured"] == "falls behind"
+    assert overloaded["row"]["lag_measured"] > 0
+    # The model gets these clear cases right.
+    assert healthy["row"]["verdict_predicted"] == "keeps up"
+    assert overloaded["row"]["verdict_predicted"] == "falls behind"

@@ -626,20 +626,27 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
            help="Kafka data and logs (1.3 GB per full-scale visit; removed after each run)")
 
 
+def _command(args: argparse.Namespace) -> str:
+    flags = (("--scenarios", args.scenarios), ("--visits", args.bench_visits),
+             ("--alerts-per-visit", args.bench_alerts), ("--interval", args.bench_interval))
+    return "minibroker bench " + " ".join(f"{k} {v}" for k, v in flags if v)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run the full-scale benchmark and write BENCHMARKS.md."""
     names = [n.strip() for n in args.scenarios.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCENARIOS and n != "alerting"]
     if unknown:
         raise UsageError(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
-    results = []
-    alerting = None
+    results: list[ScenarioResult] = []
+    alerting: AlertingResult | None = None
     for name in names:
         if name == "alerting":
             alerting = run_alerting(args.workdir, healthy_visits=args.bench_visits or 10,
                                     interval=args.bench_interval or 39.0,
                                     alerts_per_visit=args.bench_alerts or 10_000)
             print("\n".join(render_alerting(alerting)), flush=True)
+            write_report(render(results, _command(args), alerting), args.output)
             continue
         sc = SCENARIOS[name]
         if args.bench_visits:
@@ -651,9 +658,9 @@ def main(args: argparse.Namespace) -> int:
         res = run_scenario(sc, args.workdir)
         results.append(res)
         print("\n".join(_verdict(res)), flush=True)
-    flags = (("--scenarios", args.scenarios), ("--visits", args.bench_visits),
-             ("--alerts-per-visit", args.bench_alerts), ("--interval", args.bench_interval))
-    command = "minibroker bench " + " ".join(f"{k} {v}" for k, v in flags if v)
+        # Write after every scenario, so a later failure loses nothing measured.
+        write_report(render(results, _command(args), alerting), args.output)
+    command = _command(args)
     section = render(results, command, alerting)
     write_report(section, args.output)
     print(section)

@@ -243,8 +243,9 @@ class LocalKafka:
         if not (self.data_dir / "log" / "meta.properties").exists():
             cluster_id = _cluster_id()
             fmt = subprocess.run(
-                self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                           "-c", str(props)),
+                # "=" form: a base64 cluster id may start with "-", which would read as a flag.
+                self._java(libs, "kafka.tools.StorageTool", "format",
+                           f"--cluster-id={cluster_id}", f"--config={props}"),
                 capture_output=True, text=True, check=False,
             )
             if fmt.returncode != 0:

@@ -16,11 +16,18 @@ every service uses) on generated alerts of each profile and times:
   group writes its outputs (headers, ``poll(0)``; commits counted separately);
 - ``commit`` and ``commit_wait``: per transaction commit as a group commits (state record,
   ``send_offsets_to_transaction``, ``commit_transaction``, ``begin_transaction``): its
-  CPU, and the rest of its wall time (waiting for the broker);
-- ``broker_in`` / ``broker_out`` / ``broker_commit``: the Kafka broker's own CPU (the
-  ``java`` process's user + system time read with psutil before and after, minus its idle
-  rate measured just before) per alert appended by the producer, per alert served to one
-  consumer, and per transaction commit.
+  CPU, and the rest of its wall time (waiting for the broker). Commits are spaced 0.3 s
+  apart with outputs in each, as in a busy group: back to back, each would also wait
+  ~100 ms (librdkafka's retry backoff) for the broker to finish the previous one;
+- ``broker_in`` / ``broker_out`` / ``broker_commit`` / ``broker_marker``: the Kafka
+  broker's own CPU (the ``java`` process's user + system time read with psutil before and
+  after, minus its idle rate measured just before) per alert appended by the producer,
+  per alert served to one consumer, per transaction commit, and per output partition of
+  a transaction (its commit marker: transactions writing to one topic against ten).
+
+The broker is warmed up first (:func:`warm_broker`, 15,000 alerts, then a discarded
+pass): a fresh broker spends 2-3 times more CPU per alert, and so does a producer
+sending to it, until it has handled ~10,000 large alerts.
 
 CPU times are process totals, so the work of librdkafka's background threads and of the
 kernel (loopback TCP) lands on the process that causes it. Each measurement is repeated

@@ -66,7 +66,11 @@ class Costs:
     decode_full: float = 6e-04
     """Per alert, decoding everything (history, forced sources, cutouts)."""
     per_filter: float = 1e-06
-    """Per alert per filter: calling one filter on a decoded alert."""
+    """Per alert per filter: a filter's share of evaluating a decoded alert (as a group
+    runs them: vectorised filters once per batch, the others alert by alert)."""
+    group_overhead: float = 0.0
+    """Per alert a filter group handles, beyond decoding and filters: its outcome,
+    visit and cap bookkeeping (``broker.core.GroupCore``)."""
     produce: float = 5e-05
     """Per output alert a filter group writes to a filter topic (produce + its share of
     transaction/flush work)."""

@@ -26,7 +26,8 @@ stream). *Fetch*: a consumer takes up to ``fetch_max`` available alerts of one p
 it wakes when data arrives or after ``fetch_wait``.
 
 *Filter group* (``design="minibroker"``): one Python process (at most one core, the GIL)
-paying per alert ``consume + decode(reads) + filters * per_filter``, per output alert
+paying per alert ``consume + decode(reads) + group_overhead + filters * per_filter``,
+per output alert
 ``produce`` and per visit ``per_visit``; with ``reads="history"`` only a
 ``history_fraction`` of the alerts pay the history part of the decode (the group's
 staged decoding reads prvDiaSources only for alerts passing a diaSource prefilter);
@@ -519,7 +520,7 @@ class _Sim:
             if c.reads == "history":
                 h = c.history_fractions[g] if c.history_fractions else c.history_fraction
                 grp_decode = costs.decode_source + h * (decode - costs.decode_source)
-            grp.per_alert = costs.consume + grp_decode
+            grp.per_alert = costs.consume + grp_decode + costs.group_overhead
         # Visit v is published (every alert appended): the producer serialises v + 1.
         self.published_event = [self.env.event() for _ in range(V)]
         # The 2018 design had no transactions: its outputs were visible as produced.

@@ -169,6 +169,8 @@ def main(args: argparse.Namespace) -> int:
         pipe.start_producer(["--profile", args.profile, "--alerts-per-visit",
                              str(args.alerts_per_visit), "--interval", str(interval),
                              "--visits", str(args.visits)])
+        if monitoring is not None:
+            monitoring.set_targets(pipe.targets())  # the producer started after Prometheus
         print(f"demo: producing {args.visits} visits of {args.alerts_per_visit} "
               f"{args.profile} alerts every {interval:g} s through {args.filter_count} "
               f"filters in {args.groups} groups (Ctrl-C stops)", flush=True)

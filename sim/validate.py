@@ -130,7 +130,7 @@ CONFIGS: dict[str, Spec] = {
 WARM_UP = Spec("warm-up", 2, 20, 5_000, 5.0, 3, first_visit=9001, note="not measured")
 
 QUICK_CONFIGS: dict[str, Spec] = {
-    "qa": Spec("qa", 1, 10, 1_000, 5.0, 3, first_visit=6001, note="healthy: light load"),
+    "qa": Spec("qa", 1, 10, 1_000, 10.0, 3, first_visit=6001, note="healthy: light load"),
     "qd": Spec("qd", 1, 100, 20_000, 1.0, 3, profile="dmtn081", first_visit=7001,
                note="overloaded: 20,000 small alerts per 1-s visit through 100 filters"),
 }

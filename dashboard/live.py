@@ -88,10 +88,14 @@ F_CONSUMED = "sum by (group) (increase(minibroker_filter_alerts_consumed_total[{
 F_LAST_DELIVERED = "max by (group, filter) (minibroker_filter_visit_delivered)"
 F_LAST_PASSED = "max by (group, filter) (minibroker_filter_visit_passed)"
 # The running pipeline's shape, for the capacity page's "use live values". Lifetime totals
-# of the producer give its exact alerts per visit (both counters reset together).
-SHAPE_ALERTS_PER_VISIT = ("sum(minibroker_alerts_produced_total)"
-                          " / sum(minibroker_visits_produced_total)")
-SHAPE_GROUPS = "count(max by (group) (minibroker_filter_last_visit))"
+# of the producer give its alerts per visit (both counters reset together), except while a
+# visit is being sent: its acknowledged alerts count before the visit does, so the ratio is
+# then too high. The minimum over the last two minutes is taken between visits: exact.
+SHAPE_ALERTS_PER_VISIT = ("min_over_time((sum(minibroker_alerts_produced_total)"
+                          " / sum(minibroker_visits_produced_total))[2m:])")
+# Filter groups are the configured filter scrape targets (each labelled with its group), so
+# a frozen or crashed group, whose own series go stale, still counts as one of the pipeline's.
+SHAPE_GROUPS = 'count(count by (group) (up{service="filter"}))'
 SHAPE_FILTERS = "max(count by (group) (minibroker_filter_visit_delivered))"
 SHAPE_USERS = 'count(up{service="consumer"} == 1)'
 
@@ -100,7 +104,7 @@ def queries() -> dict[str, str]:
     """Every query template of the dashboard, by name (for tests and documentation)."""
     return {name: value for name, value in globals().items()
             if name.isupper() and isinstance(value, str)
-            and ("minibroker_" in value or "minibroker:" in value)}
+            and ("minibroker_" in value or "minibroker:" in value or "up{service=" in value)}
 
 
 def _rate_window(step: float, interval: float) -> str:

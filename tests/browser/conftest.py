@@ -1,60 +1,57 @@
-"""Browser-test fixtures: headless Chromium options and a live Prometheus with data.
+"""Browser-test fixtures: headless Chromium options and a real pipeline in a real Prometheus.
 
-``live_stack`` (session) starts, without Kafka:
+``live_stack`` (session) runs the pipeline as an operator would, every service a
+``minibroker`` subprocess started through :class:`broker.pipeline.LocalPipeline`:
 
-* a *fake pipeline*: the real metric classes of :mod:`monitoring.metrics` (one producer,
-  5 filter groups x 20 filters, one end consumer, the lag exporter), each served on its
-  own ``/metrics`` port like the real services, and changed every ``VISIT`` seconds as if
-  a visit had been produced, filtered and delivered. Group 5 is slow and falls behind,
-  so lag statuses, cap hits and alerts all have something to show;
-* a real Prometheus (Debian's ``prometheus``) scraping those endpoints every second with
-  the project's alert rules, rendered for the fake visit interval;
-* a real Alertmanager (``prometheus-alertmanager``) that Prometheus sends alerts to.
+* the session's real Kafka (``kafka_bootstrap``: started by tests/conftest.py, or
+  ``MINIBROKER_TEST_BOOTSTRAP``), with a topic and consumer group ids of this run only,
+  so reruns against a running Kafka do not mix;
+* 5 filter groups of 20 catalogue filters (``Filter001`` ... ``Filter100``), one monitor
+  process reading all 100 filter topics (the end consumer), the lag exporter with
+  thresholds for the short visits, and the producer (``dmtn081`` alerts, 1,000 every
+  ``VISIT`` seconds: 30-odd filters hit the cap of 20 every visit);
+* real Prometheus and Alertmanager from :func:`monitoring.local.start_monitoring`, with the
+  project's rules rendered for ``VISIT``-second visits.
 
-Set ``MINIBROKER_TEST_PROMETHEUS`` to the binary to use another Prometheus.
+Once every group has filtered three visits, the last group is frozen with SIGSTOP: its
+lag climbs through WARN and ERR, ``MiniBrokerGroupLagging`` fires for it and reaches
+Alertmanager (the fixture waits for that), so the status colours, the alert list and the
+``ALERTS`` series all have something real to show.
+
+``MINIBROKER_TEST_PROMETHEUS`` (or ``MINIBROKER_PROMETHEUS``) and
+``MINIBROKER_ALERTMANAGER`` name other binaries than Debian's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import random
-import re
-import shutil
+import signal
 import socket
-import subprocess
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import requests
-from prometheus_client import CollectorRegistry, start_http_server
 
-from monitoring.metrics import (
-    ConsumerMetrics,
-    FilterGroupMetrics,
-    LagMetrics,
-    ProducerMetrics,
-    make_registry,
-)
+from broker.pipeline import LocalPipeline, PipelineConfig, Service
 
-REPO = Path(__file__).resolve().parents[2]
-RULES = REPO / "monitoring" / "rules" / "minibroker.yml"
 CHROMIUM = os.environ.get("DASH_TEST_CHROMEPATH", "/usr/bin/chromium")
 CHROME_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run", "--window-size=1400,1000")
 
-VISIT = 2.0  # seconds between fake visits (the rules are rendered for this interval)
-GROUPS = [(1 + 20 * k, 20 + 20 * k) for k in range(5)]
-GROUP_IDS = [f"minibroker-filters-{a:03d}-{b:03d}" for a, b in GROUPS]
+VISIT = 3.0  # seconds between visits (the rules and the lag exporter are set for this)
 ALERTS_PER_VISIT = 1000
-CAP = 20
+GROUPS = [(1 + 20 * k, 20 + 20 * k) for k in range(5)]
+RUN = uuid.uuid4().hex[:6]
+# The default ids (minibroker-filters-001-020) with this run's suffix: a rerun against a
+# running Kafka must not find the last run's committed offsets under the same id.
+GROUP_IDS = [f"minibroker-filters-{a:03d}-{b:03d}-{RUN}" for a, b in GROUPS]
+GROUP_REGEX = f"minibroker-filters-.*-{RUN}"
+FROZEN = GROUP_IDS[-1]
 
 
 def pytest_setup_options() -> Any:
@@ -75,214 +72,141 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class FakePipeline:
-    """The real metric classes, served like the real services, driven by a clock."""
-
-    def __init__(self, seed: int = 5) -> None:
-        self.rng = random.Random(seed)
-        self.registries: dict[str, CollectorRegistry] = {}
-        self.targets: list[dict[str, Any]] = []
-        self._servers: list[Any] = []
-        self.visit = 0
-        self.stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="fake-pipeline", daemon=True)
-
-        self.producer = ProducerMetrics(self._registry("producer", "producer"), "full-stream")
-        self.groups = []
-        for (first, last), gid in zip(GROUPS, GROUP_IDS, strict=True):
-            names = [f"Filter{i:03d}" for i in range(first, last + 1)]
-            self.groups.append(FilterGroupMetrics(self._registry(gid, "filter", gid), gid,
-                                                  names))
-        self.consumer = ConsumerMetrics(self._registry("consumer", "consumer"))
-        self.lag = LagMetrics(self._registry("lag", "lag", process=False))
-        self.backlog = dict.fromkeys(GROUP_IDS, 0.0)
-
-    def _registry(self, name: str, service: str, group: str | None = None,
-                  process: bool = True) -> CollectorRegistry:
-        registry = make_registry(process=process)
-        server, _thread = start_http_server(0, addr="127.0.0.1", registry=registry)
-        self._servers.append(server)
-        labels = {"service": service}
-        if group:
-            labels["group"] = group
-        self.targets.append({"targets": [f"127.0.0.1:{server.server_port}"],
-                             "labels": labels})
-        self.registries[name] = registry
-        return registry
-
-    def start(self) -> None:
-        """Publish the first visit now and one every ``VISIT`` seconds."""
-        self.step()
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stop the clock and the HTTP servers."""
-        self.stop.set()
-        self._thread.join(5)
-        for server in self._servers:
-            server.shutdown()
-            server.server_close()
-
-    def _loop(self) -> None:
-        while not self.stop.wait(VISIT):
-            self.step()
-
-    def step(self) -> None:
-        """One visit: produced, filtered by every group, delivered, lag measured."""
-        self.visit += 1
-        v, now, rng = self.visit, time.time(), self.rng
-        p = self.producer
-        p.alerts_produced.inc(ALERTS_PER_VISIT)
-        p.visits_produced.inc()
-        p.visit_produce_seconds.observe(0.2 + 0.1 * rng.random())
-        p.last_visit.set(v)
-        p.last_visit_time.set(now)
-        for g, metrics in enumerate(self.groups):
-            slow = g == len(self.groups) - 1
-            metrics.alerts_consumed.inc(ALERTS_PER_VISIT)
-            for i, name in enumerate(metrics.passed):
-                # Pass counts from "rare" to "most of the visit", so the cap binds for some.
-                scale = (0.5, 3, 12, 40)[(i + g) % 4]
-                passed = max(0, int(rng.gauss(scale, scale / 3)))
-                delivered = min(passed, CAP)
-                metrics.passed[name].inc(delivered)
-                metrics.capped[name].inc(passed - delivered)
-                metrics.visit_passed[name].set(passed)
-                metrics.visit_delivered[name].set(delivered)
-                if slow and i == 3:
-                    metrics.errors[name].inc()
-                if delivered:
-                    hist = self.consumer.end_to_end(name)
-                    for _ in range(min(delivered, 5)):
-                        hist.observe((2.5 if slow else 0.4) * (0.5 + rng.random()))
-                    self.consumer.received(name).inc(delivered)
-            seconds = (1.2 if slow else 0.4) * VISIT * (0.8 + 0.4 * rng.random())
-            metrics.visit_seconds.observe(seconds)
-            metrics.last_visit.set(v)
-            metrics.last_visit_seconds.set(seconds)
-            metrics.last_visit_time.set(now)
-            metrics.visits_completed.inc()
-            gid = metrics.group
-            # The slow group falls further behind every visit; the others catch up.
-            self.backlog[gid] = self.backlog[gid] + 0.2 * ALERTS_PER_VISIT if slow else 0.0
-            self.lag.lag_messages.labels(group=gid, topic="full-stream",
-                                         partition="0").set(self.backlog[gid])
-            lag_seconds = self.backlog[gid] / ALERTS_PER_VISIT * VISIT
-            self.lag.lag_seconds.labels(group=gid).set(lag_seconds)
-            self.lag.set_status(gid, 0 if not slow else (1 if lag_seconds < 2 * VISIT else 2))
-            self.lag.members.labels(group=gid).set(1)
-        self.lag.polls.inc()
-        self.lag.last_poll_time.set(now)
-
-
-def _render_rules(dest: Path) -> Path:
-    """The project's alert rules with the visit interval set to the fake ``VISIT``."""
-    text = RULES.read_text()
-    text, n = re.subn(r"vector\(39\)", f"vector({VISIT:g})", text)
-    if not n:
-        raise RuntimeError(f"{RULES} no longer sets the interval with vector(39); "
-                           "update tests/browser/conftest.py")
-    # `for:` durations are written for 39-s visits; scale them like the interval.
-    text = re.sub(r"for: (\d+)s", lambda m: f"for: {int(m.group(1)) * VISIT / 39:g}s", text)
-    out = dest / "minibroker.yml"
-    out.write_text(text)
-    return out
-
-
 @dataclass
 class LiveStack:
-    """A running fake pipeline + Prometheus + Alertmanager."""
+    """A running pipeline (one group frozen) + Prometheus + Alertmanager."""
 
     prometheus_url: str
     alertmanager_url: str
-    pipeline: FakePipeline
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    pipeline: LocalPipeline
+    monitoring: Any  # monitoring.local.Monitoring
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        """Instant query; raises on an error answer."""
-        r = requests.get(f"{self.prometheus_url}/api/v1/query", params={"query": expr},
-                         timeout=5)
-        body = r.json()
-        if body.get("status") != "success":
-            raise AssertionError(f"{expr!r}: {body.get('error')}")
-        return list(body["data"]["result"])
+        """Instant query; raises on an error answer (a parse error included)."""
+        return list(self.monitoring.query(expr))
+
+    def by_group(self, expr: str) -> dict[str, float]:
+        """``{group: value}`` of an instant query."""
+        return {r["metric"].get("group", ""): float(r["value"][1]) for r in self.query(expr)}
 
 
-def _wait(what: str, check: Any, timeout: float, procs: list[subprocess.Popen[bytes]],
-          logs: list[Path]) -> None:
+def wait_for(what: str, check: Callable[[], Any], timeout: float,
+             pipe: LocalPipeline | None = None) -> Any:
+    """Poll ``check`` until it is truthy; fail early if a pipeline service died."""
     deadline = time.monotonic() + timeout
+    last: Any = None
     while time.monotonic() < deadline:
-        for proc, log in zip(procs, logs, strict=True):
-            if proc.poll() is not None:
-                raise RuntimeError(f"{what}: process exited {proc.returncode}:\n"
-                                   + log.read_text()[-2000:])
-        with contextlib.suppress(requests.RequestException, KeyError, ValueError):
-            if check():
-                return
-        time.sleep(0.3)
-    raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
+        if pipe is not None:
+            pipe.raise_if_failed()
+        # Prometheus may still be starting or between rule evaluations.
+        with contextlib.suppress(OSError, RuntimeError, KeyError, ValueError):
+            last = check()
+            if last:
+                return last
+        time.sleep(0.5)
+    tails = ""
+    if pipe is not None:
+        tails = "\n".join(f"--- {s.name}: {pipe.log_tail(s, 5)}" for s in pipe.services)
+    raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}\n"
+                       + tails)
+
+
+def _start_groups(pipe: LocalPipeline) -> list[Service]:
+    """LocalPipeline.start_groups, with this run's group ids."""
+    out = []
+    for (first, last), gid in zip(pipe.group_ranges, GROUP_IDS, strict=True):
+        port = free_port()
+        out.append(pipe.spawn(
+            f"group-{first:03d}-{last:03d}",
+            ["filter", pipe.bootstrap, pipe.cfg.topic, str(first), str(last),
+             "--group-id", gid, "--metrics-port", str(port), "--cap", str(pipe.cfg.cap),
+             "--visit-idle", str(pipe.cfg.visit_idle)],
+            port, {"group": gid}))
+    return out
+
+
+def _start_lag_exporter(pipe: LocalPipeline) -> Service:
+    """The lag exporter on this run's groups, its WARN/ERR/STALL set for ``VISIT``."""
+    port = free_port()
+    return pipe.spawn("lag-exporter", [
+        "lag", pipe.bootstrap, "--metrics-port", str(port), "--poll-interval", "1",
+        "--groups", GROUP_REGEX, "--warn-seconds", str(VISIT / 2),
+        "--err-seconds", str(VISIT), "--stall-after", str(3 * VISIT)], port)
+
+
+@contextlib.contextmanager
+def _binaries_from_test_env() -> Iterator[None]:
+    """MINIBROKER_TEST_PROMETHEUS (this suite's older name) as monitoring.local reads it."""
+    test_bin = os.environ.get("MINIBROKER_TEST_PROMETHEUS")
+    old = os.environ.get("MINIBROKER_PROMETHEUS")
+    if test_bin:
+        os.environ["MINIBROKER_PROMETHEUS"] = test_bin
+    try:
+        yield
+    finally:
+        if test_bin:
+            if old is None:
+                os.environ.pop("MINIBROKER_PROMETHEUS", None)
+            else:
+                os.environ["MINIBROKER_PROMETHEUS"] = old
 
 
 @pytest.fixture(scope="session")
-def live_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
-    """Fake pipeline metrics in a real Prometheus with a real Alertmanager."""
-    prom_bin = os.environ.get("MINIBROKER_TEST_PROMETHEUS") or shutil.which("prometheus")
-    am_bin = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    if not prom_bin or not am_bin:
-        pytest.skip("needs Debian's prometheus and prometheus-alertmanager")
-    tmp = tmp_path_factory.mktemp("live")
-    pipeline = FakePipeline()
-    procs: list[subprocess.Popen[bytes]] = []
-    logs: list[Path] = []
+def live_stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[LiveStack]:
+    """The real pipeline on real Kafka, scraped by a real Prometheus, one group frozen."""
+    from monitoring import local
 
-    def spawn(name: str, argv: list[str]) -> None:
-        log = tmp / f"{name}.log"
-        logs.append(log)
-        procs.append(subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                                      cwd=tmp))
-
+    with _binaries_from_test_env():
+        try:
+            local.find_binary("prometheus")
+            local.find_binary("alertmanager")
+        except local.MonitoringNotAvailable as exc:
+            pytest.skip(str(exc))
+    workdir = tmp_path_factory.mktemp("live")
+    # One monitor process for all 100 topics and a 1-s idle: light enough for 2 cores.
+    pipe = LocalPipeline(PipelineConfig(groups=5, filters=100, monitor_processes=1,
+                                        topic=f"browser-{RUN}", visit_idle=1.0,
+                                        workdir=workdir))
+    mon = None
+    groups: list[Service] = []
     try:
-        pipeline.start()
-        am_port, prom_port = free_port(), free_port()
-        (tmp / "alertmanager.yml").write_text(
-            "route:\n  receiver: none\n  group_wait: 1s\n  group_interval: 1s\n"
-            "receivers:\n  - name: none\n")
-        spawn("alertmanager", [am_bin, f"--config.file={tmp / 'alertmanager.yml'}",
-                               f"--storage.path={tmp / 'am-data'}",
-                               f"--web.listen-address=127.0.0.1:{am_port}",
-                               "--cluster.listen-address="])
-        (tmp / "targets.json").write_text(json.dumps(pipeline.targets))
-        rules = _render_rules(tmp)
-        (tmp / "prometheus.yml").write_text(json.dumps({
-            "global": {"scrape_interval": "1s", "scrape_timeout": "900ms",
-                       "evaluation_interval": "1s"},
-            "rule_files": [str(rules)],
-            "alerting": {"alertmanagers": [
-                {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
-            "scrape_configs": [{"job_name": "minibroker", "honor_labels": True,
-                                "file_sd_configs": [{"files": [str(tmp / "targets.json")]}]}],
-        }))
-        spawn("prometheus", [prom_bin, f"--config.file={tmp / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={tmp / 'prom-data'}",
-                             f"--web.listen-address=127.0.0.1:{prom_port}"])
-        stack = LiveStack(f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}",
-                          pipeline, procs)
-
-        def visits_seen() -> bool:
-            # Every group has been scraped at three different visits.
-            return len(stack.query("changes(minibroker_filter_last_visit[1m]) >= 2")) == 5
-
-        _wait("Prometheus to scrape three visits", visits_seen, 40, procs, logs)
-        _wait("Alertmanager to hold a firing alert",
-              lambda: bool(requests.get(f"{stack.alertmanager_url}/api/v2/alerts",
-                                        timeout=2).json()), 30, procs, logs)
+        pipe.start_kafka(kafka_bootstrap)
+        groups = _start_groups(pipe)
+        pipe.start_monitors()
+        _start_lag_exporter(pipe)
+        with _binaries_from_test_env():
+            mon = local.start_monitoring(workdir / "monitoring", pipe.targets(), free_port(),
+                                         free_port(), visit_interval=VISIT)
+        stack = LiveStack(mon.prometheus_url, mon.alertmanager_url, pipe, mon)
+        # Every group has joined before the first visit, so nobody starts behind.
+        wait_for("every group to have a member", lambda: all(
+            stack.by_group("minibroker_consumer_group_members").get(g, 0) >= 1
+            for g in GROUP_IDS), 90, pipe)
+        pipe.start_producer(["--profile", "dmtn081", "--alerts-per-visit",
+                             str(ALERTS_PER_VISIT), "--interval", str(VISIT),
+                             "--visits", "100000", "--seed", "5"])
+        mon.set_targets(pipe.targets())  # the producer started after Prometheus
+        wait_for("three visits filtered by every group (as scraped)", lambda: all(
+            stack.by_group("minibroker_filter_visits_completed_total").get(g, 0) >= 3
+            for g in GROUP_IDS), 60, pipe)
+        groups[-1].proc.send_signal(signal.SIGSTOP)
+        wait_for(f"MiniBrokerGroupLagging for the frozen {FROZEN} at Alertmanager",
+                 lambda: any(a["labels"].get("group") == FROZEN
+                             for a in mon.alerts("MiniBrokerGroupLagging")), 8 * VISIT, pipe)
         yield stack
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        pipeline.close()
+        for svc in groups:
+            if svc.proc.poll() is None:
+                svc.proc.send_signal(signal.SIGCONT)  # a frozen process ignores SIGTERM
+        if mon is not None:
+            mon.stop()
+        pipe.stop(keep_workdir=True)
+
+
+def visits_after(stack: LiveStack, visit: int, timeout: float) -> None:
+    """Wait until the producer has completed ``visit`` (for tests wanting longer history)."""
+    wait_for(f"visit {visit} produced", lambda: any(
+        float(r["value"][1]) >= visit for r in stack.query("minibroker_producer_last_visit")),
+        timeout, stack.pipeline)
+

@@ -13,7 +13,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.alerts import AlertSchema, Decoder, MalformedAlert, Resume, visit_of
+import numpy as np
+
+from broker.alerts import (
+    AlertSchema,
+    Decoder,
+    MalformedAlert,
+    Resume,
+    schema_for_id,
+    split_wire,
+    visit_of,
+)
+from broker.columnar import ColumnPlan, Unsupported
 from broker.filters import CHEAP_FIELDS, Filter, build_columns
 from broker.visits import VisitCaps
 
@@ -77,6 +88,10 @@ class GroupCore:
         self._all_cheap = [(i, self.filters[i].__call__) for i in self._cheap]
         self._all_pre = [(i, self.filters[i].prefilter) for i in self._expensive]
         self._full = {i: self.filters[i].__call__ for i in self._expensive}
+        # Columns straight from the bytes when every filter has a vectorised form: no
+        # per-alert dicts at all, except for the few alerts a prefilter lets through.
+        self._columnar = bool(self.columns) and not self._cheap_calls and not self._prefilters
+        self._column_plans: dict[int, ColumnPlan | None] = {}
 
     def _offers(self, i: int, method: str) -> bool:
         f = self.filters[i]
@@ -140,7 +155,23 @@ class GroupCore:
 
     def process_batch(self, values: Sequence[bytes]) -> list[Outcome]:
         """Decode each message once, run every filter and apply the cap, in order."""
+        evaluated = None
+        if self._columnar and len(values) >= 8:
+            evaluated = self._evaluate_columns(values)
+        if evaluated is None:
+            evaluated = self._evaluate_dicts(values)
+        for out, passed in evaluated:
+            if out.malformed is None:
+                visit = out.visit
+                assert visit is not None
+                for i in passed:
+                    (out.deliver if self.caps.admit(visit, i) else out.capped).append(i)
+        return [out for out, _ in evaluated]
+
+    def _evaluate_dicts(self, values: Sequence[bytes]) -> list[tuple[Outcome, list[int]]]:
+        """Per message: its outcome so far and the filters it passes (before the cap)."""
         outs = [Outcome() for _ in values]
+        passes: list[list[int]] = [[] for _ in values]
         alerts: list[Alert] = []
         resumes: list[Resume | None] = []
         index: list[int] = []
@@ -167,18 +198,124 @@ class GroupCore:
                 need = [i for i, r in pre.items() if r[j]]
                 need += self._run(prefilters, alert, out)
                 if need:
-                    try:
-                        self.decoder.decode_more(values[k], alert, resumes[j])
-                    except MalformedAlert as exc:
-                        outs[k] = Outcome(visit=out.visit, malformed=exc)
+                    more = self._history(values[k], alert, resumes[j], need, out)
+                    if more is None:
                         continue
-                    passed += self._run([(i, self._full[i]) for i in need], alert, out)
-            visit = out.visit
-            assert visit is not None
-            for i in passed:
-                (out.deliver if self.caps.admit(visit, i) else out.capped).append(i)
-        return outs
+                    passed += more
+            passes[k] = passed
+        return list(zip(outs, passes, strict=True))
+
+    def _history(self, data: bytes, alert: Alert, resume: Resume | None, need: list[int],
+                 out: Outcome) -> list[int] | None:
+        """Decode the later fields of one alert and run the filters that need them.
+
+        None (and ``out`` made malformed) when those fields cannot be decoded.
+        """
+        try:
+            self.decoder.decode_more(data, alert, resume)
+        except MalformedAlert as exc:
+            out.malformed, out.errors = exc, []
+            return None
+        return self._run([(i, self._full[i]) for i in need], alert, out)
+
+    def _column_plan(self, schema: AlertSchema) -> ColumnPlan | None:
+        if schema.schema_id not in self._column_plans:
+            try:
+                plan: ColumnPlan | None = ColumnPlan(schema, self.columns)
+            except Unsupported as exc:
+                log.info("schema v%s is decoded alert by alert: %s", schema.version, exc)
+                plan = None
+            self._column_plans[schema.schema_id] = plan
+        return self._column_plans[schema.schema_id]
+
+    def _evaluate_columns(self, values: Sequence[bytes]
+                          ) -> list[tuple[Outcome, list[int]]] | None:
+        """:meth:`_evaluate_dicts` for a batch read as columns (see :mod:`broker.columnar`).
+
+        Messages the columnar walk cannot read go through :meth:`_evaluate_dicts`, which
+        decodes them or says why they are malformed. None if a vectorised filter fails on
+        the batch: the caller then evaluates it alert by alert, where errors are counted.
+        """
+        n = len(values)
+        result: list[tuple[Outcome, list[int]] | None] = [None] * n
+        lanes: dict[int, list[int]] = {}
+        schemas: dict[int, tuple[AlertSchema, int]] = {}
+        rest: list[int] = []
+        bare = self.decoder.bare_schema
+        for k, data in enumerate(values):
+            try:
+                if bare is not None:
+                    schema, offset = bare, 0
+                else:
+                    sid, offset = split_wire(data)
+                    schema = schema_for_id(sid)
+            except MalformedAlert:
+                rest.append(k)
+                continue
+            lanes.setdefault(schema.schema_id, []).append(k)
+            schemas[schema.schema_id] = (schema, offset)
+        for sid, ks in lanes.items():
+            schema, offset = schemas[sid]
+            plan = self._column_plan(schema)
+            if plan is None:
+                rest += ks
+                continue
+            batch = plan.read([values[k] for k in ks], offset)
+            good = np.flatnonzero(batch.ok)
+            rest += [ks[j] for j in np.flatnonzero(~batch.ok).tolist()]
+            if not len(good):
+                continue
+            cols = batch.columns if len(good) == len(ks) else {
+                c: a[good] for c, a in batch.columns.items()}
+            try:
+                sel = self._matrix(self._vec, "select", cols, len(good))
+                pre = self._matrix(self._vec_pre, "preselect", cols, len(good))
+            except Exception:
+                return None
+            passes = _passing(sel, self._vec, len(good))
+            needs = _passing(pre, self._vec_pre, len(good))
+            visits = batch.visit[good].tolist()
+            for j, k in enumerate(ks[g] for g in good.tolist()):
+                out = Outcome(visit=visits[j])
+                passed = passes[j]
+                if needs[j]:
+                    try:
+                        alert, resume = self.decoder.decode_staged(values[k])
+                    except MalformedAlert as exc:
+                        result[k] = (Outcome(visit=visits[j], malformed=exc), [])
+                        continue
+                    more = self._history(values[k], alert, resume, needs[j], out)
+                    if more is None:
+                        result[k] = (out, [])
+                        continue
+                    passed = passed + more
+                result[k] = (out, passed)
+        if rest:
+            rest.sort()
+            for k, done in zip(rest, self._evaluate_dicts([values[k] for k in rest]),
+                               strict=True):
+                result[k] = done
+        assert all(r is not None for r in result)
+        return result  # type: ignore[return-value]
+
+    def _matrix(self, which: list[int], method: str, cols: dict[str, Any],
+                n: int) -> np.ndarray:
+        """Boolean (filters x alerts) matrix of the vectorised ``method`` of ``which``."""
+        rows = np.zeros((len(which), n), dtype=bool)
+        for r, i in enumerate(which):
+            rows[r] = np.asarray(getattr(self.filters[i], method)(cols), dtype=bool)
+        return rows
 
     def process(self, data: bytes) -> Outcome:
         """:meth:`process_batch` for one message."""
         return self.process_batch([data])[0]
+
+
+def _passing(matrix: np.ndarray, which: list[int], n: int) -> list[list[int]]:
+    """Per alert, the filter indexes (from ``which``) whose row in ``matrix`` is True."""
+    out: list[list[int]] = [[] for _ in range(n)]
+    if len(which):
+        alerts, rows = np.nonzero(matrix.T)  # alert-major, so each list stays in order
+        for a, r in zip(alerts.tolist(), rows.tolist(), strict=True):
+            out[a].append(which[r])
+    return out

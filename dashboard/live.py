@@ -70,7 +70,10 @@ VISIT_CHART_VISITS = 100
 LAG_MESSAGES = 'sum by (group) (minibroker_consumer_group_lag_messages{{group=~"{groups}"}})'
 LAG_SECONDS = 'max by (group) (minibroker_consumer_group_lag_seconds{{group=~"{groups}"}})'
 LAG_STATUS = 'max by (group) (minibroker_consumer_group_status{{group=~"{groups}"}})'
-LAST_VISIT = "max by (group) (minibroker_filter_last_visit)"
+# A group's gauges read 0 until it completes its first visit: without the guard every chart
+# would draw a "visit 0" taking 0 s before any visit was filtered.
+LAST_VISIT = ("max by (group) (minibroker_filter_last_visit)"
+              " and on (group) (max by (group) (minibroker_filter_visits_completed_total) > 0)")
 VISIT_SECONDS = "max by (group) (minibroker_filter_last_visit_seconds)"
 VISIT_DELIVERED = "max by (group, filter) (minibroker_filter_visit_delivered)"
 # Only the (filter, time) points where the cap bit: passed before the cap > delivered.

@@ -91,9 +91,10 @@ def _traces(driver: Any, graph: str) -> list[dict[str, Any]]:
     return result if isinstance(result, list) else []
 
 
-def _groups_with_data(driver: Any, graph: str) -> int:
+def _groups_with_data(driver: Any, graph: str, positive: bool = False) -> int:
     return len({t["meta"] for t in _traces(driver, graph)
-                if t["meta"].startswith("minibroker-") and t["x"] > 0})
+                if t["meta"].startswith("minibroker-") and t["x"] > 0
+                and (t["ypos"] > 0 or not positive)})
 
 
 def live_checks(groups: int, filters: int) -> dict[str, Callable[[Any], bool]]:
@@ -103,7 +104,9 @@ def live_checks(groups: int, filters: int) -> dict[str, Callable[[Any], bool]]:
             "css selector", "#status-banner").text,
         "lag per group (messages)": lambda d: _groups_with_data(d, "lag-messages") >= groups,
         "lag per group (seconds)": lambda d: _groups_with_data(d, "lag-seconds") >= groups,
-        "visit processing time": lambda d: _groups_with_data(d, "visit-seconds") >= groups,
+        # Before its first visit a group draws visit 0 at 0 s: wait for a real visit time.
+        "visit processing time": lambda d: _groups_with_data(d, "visit-seconds",
+                                                             positive=True) >= groups,
         "heatmap (rows, deliveries)": lambda d: any(
             t["type"] == "heatmap" and t["zrows"] == filters and t["zpos"] > 0
             for t in _traces(d, "heatmap")),
@@ -162,8 +165,10 @@ def _machine() -> str:
         mem = f", {kb / 1024 ** 2:.0f} GB RAM"
     except (OSError, ValueError, IndexError):
         pass
+    # Another job on a 2-core machine slows the demo: say how busy it was.
+    load = f", load average {os.getloadavg()[0]:.1f} at launch"
     return (f"{os.cpu_count()} cores ({cpu}){mem}, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}")
+            f"Python {platform.python_version()}{load}")
 
 
 def _stop_demo(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -233,6 +238,7 @@ def measure(demo_args: list[str], timeout: float, chromium: str, chromedriver: s
             groups: int, filters: int) -> dict[str, Any]:
     """Run the demo, watch the dashboard, stop the demo; the measurement as a dict."""
     command = [sys.executable, "-m", "broker", "demo", *demo_args]
+    machine = _machine()
     # A first run resolves the Kafka jars with Maven: say whether this one had to.
     cache = Path(os.environ.get("MINIBROKER_CACHE") or Path.home() / ".cache" / "minibroker")
     cached = any(cache.glob("kafka-*"))
@@ -312,7 +318,7 @@ def measure(demo_args: list[str], timeout: float, chromium: str, chromedriver: s
     return {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "command": "python -m broker demo " + " ".join(demo_args),
-        "machine": _machine(),
+        "machine": machine,
         "cache": (f"the Kafka jars were already in {cache}" if cached
                   else f"the Kafka jars were fetched into {cache} during this run"),
         "panels": panels,

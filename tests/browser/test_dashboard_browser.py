@@ -43,6 +43,7 @@ return {
                              x: t.x ? Array.from(t.x).length : 0,
                              y: t.y ? Array.from(t.y).length : 0,
                              ys: t.y ? Array.from(t.y).slice(0, 50) : [],
+                             ypos: t.y ? Array.from(t.y).filter(v => v > 0).length : 0,
                              // heatmap: cells with a delivery (> 0), and rows
                              zpos: cells(t.z).flat().filter(v => v > 0).length,
                              zrows: cells(t.z).length})),
@@ -116,7 +117,10 @@ def test_live_tab_draws_every_panel_from_prometheus(dash_duo: Any,
     for graph in ("lag-messages", "lag-seconds", "visit-seconds"):
         _until(f"{graph} to hold data for each group",
                lambda g=graph: _groups_with_data(dash_duo, g) == every)
-    # Visit processing time is drawn against the visit interval of the alert rules.
+    # Real visit times (a group that has completed no visit yet shows visit 0 at 0 s),
+    # drawn against the visit interval of the alert rules.
+    _until("a visit time > 0 for each group", lambda: {t["meta"] for t in _traces(
+        dash_duo, "visit-seconds", lambda t: t["ypos"] > 0)} >= every)
     visit_fig = _figure(dash_duo, "visit-seconds") or {}
     assert VISIT in visit_fig.get("hlines", []), visit_fig.get("hlines")
     assert any(f"visit interval {VISIT:g} s" in a for a in visit_fig.get("annotations", []))

@@ -193,7 +193,7 @@ def live_stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
         groups[-1].proc.send_signal(signal.SIGSTOP)
         wait_for(f"MiniBrokerGroupLagging for the frozen {FROZEN} at Alertmanager",
                  lambda: any(a["labels"].get("group") == FROZEN
-                             for a in mon.alerts("MiniBrokerGroupLagging")), 8 * VISIT, pipe)
+                             for a in mon.alerts("MiniBrokerGroupLagging")), 12 * VISIT, pipe)
         yield stack
     finally:
         for svc in groups:

@@ -32,7 +32,8 @@ __all__ = ["PREFIX_BYTES", "ColumnBatch", "ColumnPlan", "Unsupported"]
 # schema (numbers are at most 9 bytes with their union index); longer prefixes (long
 # strings) are rare and fall back to fastavro.
 PREFIX_BYTES = 4096
-_PAD = 16  # zero bytes after the buffer, so reads near its end stay in bounds
+_PAD = 16  # zero bytes after the buffer beyond the most a walk can overrun it
+_TEN = np.arange(10)  # a varint has at most 10 bytes
 
 _FIXED = {"float": 4, "double": 8}
 _NUMERIC = {"int", "long", "float", "double", "boolean"}
@@ -98,6 +99,10 @@ class ColumnPlan:
                     raise Unsupported(f"column {name} has a type the walk cannot keep: {t}")
                 self._kinds[name] = kind
             self._steps.append((keep, t))
+        self._ops = _compile(self._steps)
+        # Rows of garbage can run past their message, but never by more than every step's
+        # widest read: pad the buffer by that, and no read needs bounds checks.
+        self._pad = _PAD + sum(_widest(t) for _, t in self._steps)
 
     def _norm(self, t: Any, named: dict[str, _Type], ns: str) -> _Type:
         if isinstance(t, list):
@@ -148,7 +153,7 @@ class ColumnPlan:
         lengths = np.fromiter(map(len, chunks), dtype=np.int64, count=n)
         starts = np.zeros(n, dtype=np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
-        walk = _Walk(np.frombuffer(b"".join(chunks) + bytes(_PAD), dtype=np.uint8),
+        walk = _Walk(np.frombuffer(b"".join(chunks) + bytes(self._pad), dtype=np.uint8),
                      starts + offset, starts + lengths)
         # A message cut at PREFIX_BYTES may simply be longer than the copy: not malformed,
         # but the walk cannot tell, so such rows go to fastavro.
@@ -161,8 +166,19 @@ class ColumnPlan:
         visit_null = np.zeros(n, dtype=bool)
         raw_visit = np.zeros(n, dtype=np.int64)
         every = np.arange(n)
-        for keep, t in self._steps:
-            if keep is None:
+        for op, keep, t in self._ops:
+            if op == "fixed":
+                walk.pos = walk.pos + t
+            elif op == "varint":
+                walk.skip_varints()
+            elif op == "nullfixed":
+                walk.skip_nullable_fixed(*t)
+            elif op == "nullvarint":
+                walk.skip_nullable_varint(*t)
+            elif op == "keepfloat":
+                assert keep is not None
+                out[keep] = walk.floats(*t)
+            elif keep is None:
                 walk.skip(t, every)
             elif keep == self.visit_field:
                 ints, present = walk.integer(t, every)
@@ -174,10 +190,91 @@ class ColumnPlan:
                     out[keep] = col
             else:
                 walk.keep(t, every, out[keep])
-        ok = ~walk.bad & ~visit_null & (walk.pos <= walk.end)
+        ok = ~walk.bad & ~visit_null & (walk.pos <= walk.end) & ((walk.branches | 2) == 2)
         ok &= ~(cut & (walk.pos >= walk.end))
         visit = raw_visit if self.visit_field == "visit" else raw_visit // CCD_VISIT_FACTOR
         return ColumnBatch({c: out[c] for c in self.columns}, visit, ok)
+
+
+def _fixed_size(t: _Type) -> int | None:
+    if t[0] == "prim" and t[1] in _FIXED:
+        return _FIXED[t[1]]
+    if t == ("prim", "boolean"):
+        return 1
+    if t[0] == "fixed":
+        return int(t[1])
+    return None
+
+
+def _widest(t: _Type) -> int:
+    """Most bytes one value of ``t`` can move a row past its message's end."""
+    tag = t[0]
+    if tag == "null":
+        return 0
+    if tag == "union":
+        return 10 + max(_widest(b) for b in t[1])
+    if tag == "record":
+        return sum(_widest(ft) for _, ft in t[1])
+    if tag == "logical":
+        return _widest(t[1])
+    size = _fixed_size(t)
+    return size if size is not None else 10  # varints; strings' bytes stay within `end`
+
+
+def _is_varint(t: _Type) -> bool:
+    return (t[0] == "prim" and t[1] in ("int", "long")) or t[0] == "enum"
+
+
+def _compile(steps: list[tuple[str | None, _Type]]) -> list[tuple[str, str | None, Any]]:
+    """Turn the walk's steps into operations over every message at once.
+
+    Most of ``diaSource`` is nullable numbers nobody reads: a one-byte union branch then
+    a fixed-width value. Skipping those is a handful of numpy operations on the whole
+    batch, without selecting rows per branch, and runs of fixed-width fields merge into
+    one jump. Anything else (kept columns, other unions) takes the general path.
+    """
+    ops: list[tuple[str, str | None, Any]] = []
+    for keep, t in steps:
+        size = _fixed_size(t)
+        if keep is not None:
+            ops.append(_keep_op(keep, t))
+        elif size is not None:
+            if ops and ops[-1][0] == "fixed":
+                ops[-1] = ("fixed", None, ops[-1][2] + size)
+            else:
+                ops.append(("fixed", None, size))
+        elif _is_varint(t):
+            ops.append(("varint", None, None))
+        elif t[0] == "union" and len(t[1]) == 2 and ("null",) in t[1]:
+            null = t[1].index(("null",))
+            other = t[1][1 - null]
+            codes = (2 * (1 - null), 2 * null)  # zigzag of the branch indexes 0 and 1
+            osize = _fixed_size(other)
+            if osize is not None:
+                advance = np.ones(256, dtype=np.int64)  # bad bytes: caught by `branches`
+                advance[codes[0]] += osize
+                ops.append(("nullfixed", None, (advance,)))
+            elif _is_varint(other):
+                ops.append(("nullvarint", None, codes))
+            else:
+                ops.append(("general", None, t))
+        else:
+            ops.append(("general", None, t))
+    return ops
+
+
+def _keep_op(keep: str, t: _Type) -> tuple[str, str | None, Any]:
+    """A kept float or double, nullable or not, is read for every row at once."""
+    dtypes = {"float": "<f4", "double": "<f8"}
+    if t[0] == "prim" and t[1] in dtypes:
+        return ("keepfloat", keep, (_FIXED[t[1]], dtypes[t[1]], None, None))
+    if t[0] == "union" and len(t[1]) == 2 and ("null",) in t[1]:
+        null = t[1].index(("null",))
+        other = t[1][1 - null]
+        if other[0] == "prim" and other[1] in dtypes:
+            return ("keepfloat", keep,
+                    (_FIXED[other[1]], dtypes[other[1]], 2 * (1 - null), 2 * null))
+    return ("general", keep, t)
 
 
 def _kind(t: _Type) -> str | None:
@@ -200,12 +297,58 @@ class _Walk:
         self.pos = pos
         self.end = end
         self.bad = np.zeros(len(pos), dtype=bool)
-        self._limit = len(buf) - _PAD
+        # OR of every nullable branch byte read by the fast paths: 0 (null) or 2 (value)
+        # in a well-formed message, so any other bit marks the row bad at the end.
+        self.branches = np.zeros(len(pos), dtype=np.uint8)
 
     def _at(self, ix: np.ndarray) -> np.ndarray:
-        # Positions of garbage rows can run anywhere; clamp so gathers stay in the buffer
-        # (those rows are marked bad by the end-of-message check).
-        return np.minimum(self.pos[ix], self._limit)
+        return self.pos[ix]
+
+    def skip_varints(self, ix: np.ndarray | None = None) -> None:
+        """Skip one varint in every row (or rows ``ix``): its length from the stop bit."""
+        p = self.pos if ix is None else self.pos[ix]
+        more = self.buf[p[:, None] + _TEN] >= 0x80
+        length = np.argmin(more, axis=1) + 1
+        endless = more.all(axis=1)
+        if ix is None:
+            self.pos = p + length
+            self.bad |= endless
+        else:
+            self.pos[ix] = p + length
+            self.bad[ix[endless]] = True
+
+    def _branch(self, value: int) -> tuple[np.ndarray, np.ndarray]:
+        b = self.buf[self.pos]
+        self.branches |= b
+        return self.pos + 1, b == value
+
+    def skip_nullable_fixed(self, advance: np.ndarray) -> None:
+        """Skip a nullable fixed-width value: ``advance`` maps its branch byte to bytes."""
+        self.branches |= (b := self.buf[self.pos])
+        self.pos = self.pos + advance[b]
+
+    def floats(self, size: int, dtype: str, value: int | None, null: int | None
+               ) -> np.ndarray:
+        """A float or double of every row, NaN where null (``value``: the non-null branch
+        code of a nullable one, None for a plain one)."""
+        if value is None or null is None:
+            p = self.pos
+            present = None
+        else:
+            p, present = self._branch(value)
+        raw = self.buf[p[:, None] + np.arange(size)].copy().view(dtype)[:, 0]
+        values = raw.astype(np.float64)
+        if present is None:
+            self.pos = p + size
+        else:
+            values[~present] = np.nan
+            self.pos = p + present * size
+        return values
+
+    def skip_nullable_varint(self, value: int, null: int) -> None:
+        """Skip a nullable int or long."""
+        self.pos, present = self._branch(value)
+        self.skip_varints(np.flatnonzero(present))
 
     def varint(self, ix: np.ndarray) -> np.ndarray:
         """Zigzag varints (Avro int/long) of rows ``ix``; advances them."""
@@ -263,6 +406,10 @@ class _Walk:
                 self.pos[ix] = self._at(ix) + 1
             else:  # string, bytes
                 n = self._length(ix)  # moves pos past the length first
+                if name == "string":
+                    # fastavro rejects a string that is not UTF-8 even when nobody
+                    # reads it; so does the walk, to call the same messages malformed.
+                    self._check_utf8(ix[n > 0], n[n > 0])
                 self.pos[ix] += n
         elif tag == "union":
             for b, sub in self._union(t, ix):
@@ -294,6 +441,14 @@ class _Walk:
         if t[0] == "prim" and t[1] in ("int", "long"):
             return self.varint(ix), np.ones(len(ix), dtype=bool)
         raise Unsupported(f"visit of type {t}")
+
+    def _check_utf8(self, ix: np.ndarray, n: np.ndarray) -> None:
+        data = self.buf
+        for row, s, k in zip(ix.tolist(), self.pos[ix].tolist(), n.tolist(), strict=True):
+            try:
+                data[s:s + k].tobytes().decode()
+            except UnicodeDecodeError:
+                self.bad[row] = True
 
     def keep(self, t: _Type, ix: np.ndarray, out: np.ndarray) -> None:
         """Read one value of type ``t`` for rows ``ix`` into ``out[ix]`` (null: untouched)."""

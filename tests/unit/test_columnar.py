@@ -180,3 +180,27 @@ def test_group_outcomes_equal_the_dict_path_with_malformed_and_history() -> None
     history = {i for i, f in enumerate(columnar.filters) if "prvDiaSources" in f.fields}
     assert any(set(o.deliver) & history for o in got)
     assert sum(o.malformed is not None for o in got) == 3
+
+
+def test_any_single_corrupted_byte_is_read_as_fastavro_reads_it_or_set_aside() -> None:
+    values = AlertGenerator("realistic", seed=8).visit(6, 400)
+    schema = A.schema_for_id(A.split_wire(values[0])[0])
+    # Where diaSource ends in each message, so every byte of the prefix gets hit.
+    dec = A.Decoder({"diaSource"}, later={"prvDiaSources"})
+    ends = [dec.decode_staged(v)[1].position for v in values]  # type: ignore[union-attr]
+    broken = []
+    for k, v in enumerate(values):
+        at = 5 + (k * 131) % (ends[k] - 5)
+        b = bytearray(v)
+        b[at] = (b[at] + 1 + (k * 37) % 255) % 256  # always a different byte
+        broken.append(bytes(b))
+    batch = ColumnPlan(schema, COLUMNS).read(broken, 5)
+    accepted = 0
+    for k, data in enumerate(broken):
+        if not batch.ok[k]:
+            continue  # the group decodes it with fastavro, which decides
+        accepted += 1
+        want, visits = _reference([data], COLUMNS)  # must not raise: the walk accepted it
+        _assert_same({c: a[k:k + 1] for c, a in batch.columns.items()}, want)
+        assert batch.visit[k] == visits[0]
+    assert 50 < accepted < 400  # flipped floats stay readable; broken branches do not

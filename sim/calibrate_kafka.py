@@ -23,7 +23,12 @@ every service uses) on generated alerts of each profile and times:
   broker's own CPU (the ``java`` process's user + system time read with psutil before and
   after, minus its idle rate measured just before) per alert appended by the producer,
   per alert served to one consumer, per transaction commit, and per output partition of
-  a transaction (its commit marker: transactions writing to one topic against ten).
+  a transaction (its commit marker: transactions writing to one topic against ten);
+- ``group_loop`` (a diagnostic the calibration turns into ``group_overhead``): CPU of
+  this process per alert while ``broker.filter_group.run`` itself, with
+  :data:`LOOP_FILTERS` catalogue filters that read only ``diaSource``, reads the timed
+  alerts from the topic, filters them and commits its transactions: everything the
+  group's loop does per alert beyond consuming, decoding and filtering.
 
 The broker is warmed up first (:func:`warm_broker`, 15,000 alerts, then a discarded
 pass): a fresh broker spends 2-3 times more CPU per alert, and so does a producer
@@ -68,7 +73,10 @@ log = logging.getLogger(__name__)
 # adds the serialisation cost to give ``producer_send``).
 KAFKA_COSTS = ("producer_kafka", "consume", "produce", "commit", "commit_wait",
                "broker_in", "broker_out", "broker_commit", "broker_marker")
-_DIAGNOSTICS: tuple[str, ...] = ()
+# ``group_loop``: CPU per alert of the whole filter-group process on a backlog (see
+# :func:`measure_group_loop`); the calibration turns it into ``group_overhead``.
+_DIAGNOSTICS: tuple[str, ...] = ("group_loop",)
+LOOP_FILTERS = 20
 
 # Alerts timed per repeat: ~380 MB of realistic alerts, ~20 MB of small ones.
 DEFAULT_ALERTS = {"realistic": 3000, "dmtn081": 10000}
@@ -246,6 +254,74 @@ def _consume_all(cons: Any, topic: str, start: int, count: int, timeout: float) 
     return size
 
 
+def loop_filters() -> list[Any]:
+    """The filters ``group_loop`` runs: the first catalogue filters reading only diaSource."""
+    from broker.catalogue import default_filters
+
+    return [f for f in default_filters() if not f.expensive_fields][:LOOP_FILTERS]
+
+
+LOOP_COMMIT_EVERY = 250
+
+
+def measure_group_loop(bootstrap: str, topic: str, total: int, group: str,
+                       timeout: float = 300.0) -> tuple[float, int, int]:
+    """CPU of this process per alert while a real filter group reads ``total`` messages.
+
+    ``broker.filter_group.run`` (one group of :func:`loop_filters`, committing every
+    :data:`LOOP_COMMIT_EVERY` alerts) reads the topic from the beginning; the window runs
+    from its first commit to the one at ``total``, so joining the group is left out.
+    Returns the CPU per alert, the alerts in the window and the commits in it.
+    """
+    import threading
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    from broker.filter_group import FilterGroupConfig, run
+
+    stop = threading.Event()
+    lines: list[str] = []
+    cfg = FilterGroupConfig(bootstrap=bootstrap, topic=topic, first=1, last=LOOP_FILTERS,
+                            filters="sim.calibrate_kafka:loop_filters", group_id=group,
+                            visit_idle=1.0, instrument=False,
+                            commit_every=LOOP_COMMIT_EVERY)
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run(cfg, stop, out=lines.append)
+        except BaseException as exc:  # reported below, in the caller's thread
+            failed.append(exc)
+
+    worker = threading.Thread(target=target, name="calibration-group", daemon=True)
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                      "enable.auto.commit": False})
+    worker.start()
+    try:
+        deadline = time.monotonic() + timeout
+        first: tuple[float, int] | None = None
+        while True:
+            if failed or not worker.is_alive():
+                raise RuntimeError(f"calibration filter group stopped: {failed or 'exited'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"calibration filter group did not finish in {timeout:.0f} s")
+            off = probe.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+            cpu = time.process_time()
+            if first is None and off > 0:
+                first = (cpu, off)
+            if first is not None and off >= total:
+                break
+            time.sleep(0.005)
+        done = off - first[1]
+        stop.set()
+        worker.join(60)
+    finally:
+        stop.set()
+        probe.close()
+    commits = -(-done // LOOP_COMMIT_EVERY)
+    return (cpu - first[0]) / max(done, 1), done, commits
+
+
 def warm_broker(bootstrap: str, data: Sequence[bytes], alerts: int = 15_000) -> None:
     """Send ``alerts`` messages (``data`` over and over) through a producer and a consumer.
 
@@ -365,7 +441,7 @@ def measure_kafka_costs(
             where = (f"measured {when} on {machine} with `{command}`, Kafka at {bootstrap}, "
                      f"median of {repeats} repeats")
             m.samples = samples
-            for k in KAFKA_COSTS:
+            for k in (*KAFKA_COSTS, "group_loop"):
                 if k.startswith("broker_") and not broker.known:
                     continue
                 m.values[k] = float(f"{_median(samples[k]):.3g}")
@@ -458,6 +534,9 @@ def _measure_once(bootstrap: str, broker: _BrokerClock, topic: str, outs: list[s
             _consume_all(cons, topic, _WARMUP, n, 120)
     out["consume"] = w.cpu / (n * reads)
     out["broker_out"] = w.broker_cpu / (n * reads)
+    gc.collect()
+    loop_cpu, loop_alerts, loop_commits = measure_group_loop(
+        bootstrap, topic, _WARMUP + n, f"{group}-loop-{uuid.uuid4().hex[:6]}")
 
     # -- a transactional producer writing like a filter group.
     tprod = kafka_io.producer(bootstrap, transactional_id=f"{group}-txn")
@@ -491,6 +570,8 @@ def _measure_once(bootstrap: str, broker: _BrokerClock, topic: str, outs: list[s
         per_txn[spread_over] = w.broker_cpu / commits - _OUTPUTS_PER_TXN * out["broker_in"]
     commit_cpu = _median(cpus)
     out["commit"] = commit_cpu
+    # The loop's own cost per alert, its commits taken out (the model charges them apart).
+    out["group_loop"] = max(0.0, loop_cpu - loop_commits * commit_cpu / max(loop_alerts, 1))
     out["commit_wait"] = max(0.0, _median([a - b for a, b in zip(walls, cpus, strict=True)]))
     marker = (per_txn[_OUTPUTS_PER_TXN] - per_txn[1]) / (_OUTPUTS_PER_TXN - 1)
     out["broker_marker"] = max(0.0, marker)

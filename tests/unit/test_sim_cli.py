@@ -132,3 +132,17 @@ def test_calibrate_dry_run_through_the_project_code(capsys: pytest.CaptureFixtur
 def test_validate_without_its_module_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "validate")
     assert code == 2 and "not available" in err
+
+
+def test_group_overhead_from_the_measured_loop() -> None:
+    from sim.calibrate_kafka import LOOP_FILTERS
+    from sim.costs import Costs
+
+    costs = Costs(consume=1e-5, decode_source=2e-5, per_filter=1e-7, group_overhead=1e-6)
+    loop = 5e-5
+    got, note = sim_cli._loop_overhead(costs, loop)
+    assert got.group_overhead == pytest.approx(loop - 1e-5 - 2e-5 - LOOP_FILTERS * 1e-7)
+    assert "broker.filter_group.run" in note
+    # A loop cheaper than its parts (noise) never takes the core's bookkeeping away.
+    low, _ = sim_cli._loop_overhead(costs, 2e-5)
+    assert low.group_overhead == 1e-6

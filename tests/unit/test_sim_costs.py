@@ -175,3 +175,10 @@ def test_measure_costs_keeps_base_values_it_cannot_measure() -> None:
     with pytest.raises(ValueError, match="unknown Kafka-measured cost"):
         measure_costs("dmtn081", alerts=5, repeats=1, generate=generate, decoder=Decoder,
                       filters=[], kafka={"latency": 1.0})
+
+
+def test_decode_source_is_timed_as_the_group_reads_columns() -> None:
+    m = measure_costs("dmtn081", alerts=1000, repeats=1)  # batches as a busy group reads
+    assert "broker.columnar.ColumnPlan.read" in m.notes["decode_source"]
+    # The walk keeps ~10 columns; fastavro decodes ~100 fields into a dict.
+    assert 0 < m.costs.decode_source < m.costs.decode_history

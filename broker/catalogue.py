@@ -366,7 +366,9 @@ class Variable(_HistoryFilter):
         if len(fluxes) < self.min_points:
             return False
         mean = statistics.fmean(fluxes)
-        return mean > 0 and statistics.pstdev(fluxes) / mean >= self.min_rms
+        # statistics.pstdev is exact (Fractions) and ~20x slower; floats suffice for a cut.
+        rms = math.sqrt(statistics.fmean([(f - mean) ** 2 for f in fluxes]))
+        return mean > 0 and rms / mean >= self.min_rms
 
 
 class Rising(_HistoryFilter):

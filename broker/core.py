@@ -160,12 +160,11 @@ class GroupCore:
             evaluated = self._evaluate_columns(values)
         if evaluated is None:
             evaluated = self._evaluate_dicts(values)
+        admit = self.caps.admit_many
         for out, passed in evaluated:
-            if out.malformed is None:
-                visit = out.visit
-                assert visit is not None
-                for i in passed:
-                    (out.deliver if self.caps.admit(visit, i) else out.capped).append(i)
+            if out.malformed is None and passed:
+                assert out.visit is not None
+                admit(out.visit, passed, out.deliver, out.capped)
         return [out for out, _ in evaluated]
 
     def _evaluate_dicts(self, values: Sequence[bytes]) -> list[tuple[Outcome, list[int]]]:

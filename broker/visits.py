@@ -49,6 +49,20 @@ class VisitCaps:
         row[index] += 1
         return True
 
+    def admit_many(self, visit: int, indexes: list[int], admitted: list[int],
+                   capped: list[int]) -> None:
+        """:meth:`admit` each of ``indexes`` in order, appending it to ``admitted`` or
+        ``capped`` (one lookup of the visit for all of them: a busy group admits ~10
+        passing filters per alert)."""
+        row = self._row(visit)
+        cap = self.cap
+        for i in indexes:
+            if row[i] < cap:
+                row[i] += 1
+                admitted.append(i)
+            else:
+                capped.append(i)
+
     def count(self, visit: int, index: int) -> int:
         """Admitted alerts so far for (visit, filter index)."""
         row = self._counts.get(visit)

@@ -60,3 +60,17 @@ def test_a_visit_completes_only_when_caught_up_committed_and_idle_or_superseded(
     tr.consumed(3, now=200.1)
     tr.committed(now=200.2)
     assert [d.visit for d in tr.complete(now=200.3, caught_up=True)] == [2]
+
+
+def test_admit_many_equals_admit_one_by_one() -> None:
+    names = [f"F{i}" for i in range(5)]
+    one, many = VisitCaps(3, names), VisitCaps(3, names)
+    plan = [(1, [0, 1, 2]), (2, [0, 4]), (1, [0, 0, 3]), (1, [0, 2, 4]), (2, [0, 0, 0, 0])]
+    for visit, idx in plan:
+        want = ([i for i in idx if one.admit(visit, i)], )
+        got: tuple[list[int], list[int]] = ([], [])
+        many.admit_many(visit, idx, got[0], got[1])
+        assert got[0] == want[0]
+        assert sorted(got[0] + got[1]) == sorted(idx)
+    assert one.snapshot() == many.snapshot()
+    assert many.count(1, 0) == 3 and many.count(2, 0) == 3

@@ -120,9 +120,11 @@ CONFIGS: dict[str, Spec] = {
               note="all 100 filters in one group (one process, history filters included)"),
     "d": Spec("d", 5, 20, 10_000, 5.0, 5, first_visit=4001,
               note="overloaded: the DMTN-081 groups with a visit every 5 s"),
-    "e": Spec("e", 1, 100, 40_000, 3.0, 4, profile="dmtn081", first_visit=5001,
-              note="overloaded, group-bound: small 2018-style alerts, 40,000 per 3-s visit "
-                   "through one group of 100 filters, which needs more than its one core"),
+    # One group of 100 filters now reads small alerts at ~60,000/s, so it no longer falls
+    # behind 40,000 per 3 s on its own; ten groups sharing two cores do.
+    "e": Spec("e", 10, 10, 40_000, 3.0, 4, profile="dmtn081", first_visit=5001,
+              note="overloaded by contention: small 2018-style alerts, 40,000 per 3-s visit, "
+                   "read by ten groups of 10 filters that share the two cores"),
 }
 
 # Run first and thrown away: every broker code path (appends, read_committed fetches,

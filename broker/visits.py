@@ -129,10 +129,10 @@ class VisitTracker:
             self.open[visit] = st
         return st
 
-    def consumed(self, visit: int, now: float) -> VisitStats:
-        """Record one input alert of ``visit`` consumed at ``now``."""
+    def consumed(self, visit: int, now: float, count: int = 1) -> VisitStats:
+        """Record ``count`` input alerts of ``visit`` consumed at ``now``."""
         st = self._stats(visit, now)
-        st.alerts += 1
+        st.alerts += count
         st.last_consumed = now
         st.acked_input = False
         if self.latest_visit is None or visit > self.latest_visit:

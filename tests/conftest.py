@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +27,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data not found at {SHARED_DATA}; set MINIBROKER_SHARED_DATA")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def alert_2016(shared_data: Path) -> tuple[Any, bytes]:
+    """The 2018 prototype's 2016 schema and its sample alert as bare schemaless Avro."""
+    import io
+    import json
+
+    import fastavro
+
+    from broker.alerts import load_schema_file
+
+    base = shared_data / "sample-avro-alert-2016/schema"
+    schema = load_schema_file(*(base / f"{n}.avsc" for n in
+                                ("diasource", "diaobject", "ssobject", "cutout", "alert")))
+    record = json.loads((shared_data / "sample-avro-alert-2016/data/alert.json").read_text())
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, schema.parsed, record)
+    return schema, buf.getvalue()
 
 
 @pytest.fixture(scope="session")

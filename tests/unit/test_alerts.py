@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 
@@ -97,15 +96,9 @@ def test_malformed_messages_raise_with_a_reason(data: bytes, reason: str) -> Non
     assert info.value.reason == reason
 
 
-def test_2016_schema_loads_and_visit_comes_from_ccdvisitid(shared_data: Path) -> None:
-    base = shared_data / "sample-avro-alert-2016/schema"
-    schema = A.load_schema_file(*(base / f"{n}.avsc" for n in
-                                  ("diasource", "diaobject", "ssobject", "cutout", "alert")))
-    import json
-
-    record = json.loads((shared_data / "sample-avro-alert-2016/data/alert.json").read_text())
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, schema.parsed, record)
-    alert = A.decode(buf.getvalue(), schema)
+def test_2016_schema_loads_and_visit_comes_from_ccdvisitid(
+        alert_2016: tuple[A.AlertSchema, bytes]) -> None:
+    schema, data = alert_2016
+    alert = A.decode(data, schema)
     ccd = alert["diaSource"]["ccdVisitId"]
     assert A.visit_of(alert) == ccd // A.CCD_VISIT_FACTOR

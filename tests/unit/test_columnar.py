@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import fastavro
 import numpy as np
 import pytest
 
@@ -108,16 +106,8 @@ def test_real_rubin_alerts(shared_data: Path) -> None:
         assert batch.visit.tolist() == visits
 
 
-def test_2016_bare_schema(shared_data: Path) -> None:
-    import json
-
-    base = shared_data / "sample-avro-alert-2016/schema"
-    schema = A.load_schema_file(*(base / f"{n}.avsc" for n in
-                                  ("diasource", "diaobject", "ssobject", "cutout", "alert")))
-    record = json.loads((shared_data / "sample-avro-alert-2016/data/alert.json").read_text())
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, schema.parsed, record)
-    data = buf.getvalue()
+def test_2016_bare_schema(alert_2016: tuple[A.AlertSchema, bytes]) -> None:
+    schema, data = alert_2016
     batch = ColumnPlan(schema, ["ccdVisitId"]).read([data] * 3, 0)
     want, visits = _reference([data] * 3, ["ccdVisitId"], schema)
     assert batch.ok.all()

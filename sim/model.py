@@ -290,10 +290,11 @@ class Result:
     ``visit_last[g, v]`` when it finished its last one (NaN: not by the end of the run);
     ``visit_acked[g, v]`` when its last output became visible to end consumers.
     ``boundary_lag[g, j]`` counts alerts of visits ``<= j`` that group ``g`` had not
-    processed at ``(j + 1) * interval``, when visit ``j + 1`` starts (for the last column:
-    the end of the nominal run). ``lag_messages[g, s]`` / ``lag_seconds[g, s]`` are
-    sampled at ``lag_t[s]``: alerts published but not yet processed, and the age of the
-    oldest of them (0 when none); in the 2018 design this includes alerts queued inside
+    processed (published yet or not) at ``(j + 1) * interval``, when visit ``j + 1``
+    starts (for the last column: the end of the nominal run).
+    ``lag_messages[g, s]`` / ``lag_seconds[g, s]`` are sampled at ``lag_t[s]``: alerts
+    published but not yet processed, and the age of the oldest of them (0 when none); in
+    the 2018 design this includes alerts queued inside
     the pool, which Kafka's committed offsets would hide.
     """
 
@@ -813,9 +814,10 @@ class _Sim:
         for j in range(c.visits):
             yield self.env.timeout((j + 1) * c.interval - self.env.now)
             for g, grp in enumerate(self.groups):
-                # Alerts of visits <= j published but not processed (the new visit's excluded).
+                # Alerts of visits <= j not processed, published or not (the new visit's
+                # excluded): a late producer leaves the system behind the stream too.
                 self.boundary_lag[g, j] = int(
-                    (self.published[:j + 1] - grp.processed[:j + 1]).sum())
+                    (self.counts[:j + 1] - grp.processed[:j + 1]).sum())
             if len(self.users):
                 self.user_backlog[j] = int(self.user_pending.max())
 

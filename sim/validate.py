@@ -29,7 +29,9 @@ schedule: visit ``k`` is due at ``t0 + k * interval``):
   group's filters stop passing early, e.g. at their cap). The model's
   :attr:`~sim.model.Result.visit_metric_seconds`, with the measured pass fractions.
 - *lag after N visits*: alerts of visits ``<= j`` not committed by a group at the time
-  visit ``j + 1`` is due; the table shows it after the last visit (largest group).
+  visit ``j + 1`` is due, whether or not the producer had published them yet (a
+  producer that falls behind leaves the system behind the stream, with nothing in
+  Kafka's consumer lag); the table shows it after the last visit (largest group).
 - *verdict*: keeps up when every visit is committed by every group before the next is
   due, no group's lag grows (slope over the visit boundaries <= 1% of a visit), and the
   producer publishes each visit within the interval and on time.
@@ -503,7 +505,7 @@ def analyse(run: RunResult) -> None:
     # every later visit is late (an overloaded producer), visit 0's start stands in.
     due = [starts[k] - k * interval for k in range(V) if not math.isnan(starts[k])]
     run.t0 = float(min(due)) if due else math.nan
-    t, end, com = run.samples_t, run.samples_end, run.samples_committed
+    t, com = run.samples_t, run.samples_committed
     committed_at = np.full((G, V), np.nan)
     for g in range(G):
         for v in range(V):
@@ -521,7 +523,10 @@ def analyse(run: RunResult) -> None:
             continue
         i = int(before[-1])
         for g in range(G):
-            lag[g, j] = max(0, min(int(end[i]), (j + 1) * N) - int(com[i, g]))
+            # Against the schedule, not the log end: a producer that cannot publish on
+            # time leaves the groups nothing to lag behind in Kafka, yet the system is
+            # behind the stream by every alert it has not published.
+            lag[g, j] = max(0, (j + 1) * N - int(com[i, g]))
     run.boundary_lag = lag
     run.keeps_up, run.reasons = measured_verdict(
         committed_at, lag, starts, np.array(run.acked, dtype=float), run.t0, interval, N,
@@ -680,8 +685,10 @@ def report(outcomes: Sequence[Outcome], *, command: str, machine: str, when: str
         "- *visit s*: first alert consumed -> the visit's last alert committed (the "
         "group's committed offset, sampled every 0.2 s), mean over groups and visits "
         "2..N (visit 1 warms a fresh producer process up).",
-        "- *lag*: alerts of the finished visits not yet committed by the most-behind "
-        "group when the visit after the last one is due.",
+        "- *lag*: alerts of the run's visits not yet committed by the most-behind group "
+        "when the visit after the last one is due, published or not: a producer that "
+        "falls behind leaves the system behind the stream, with nothing in Kafka's "
+        "consumer lag.",
         "- *verdict*: keeps up when every visit is committed by every group before the "
         "next one is due, lag does not grow, and the producer publishes each visit on time "
         "within the interval.",

@@ -1,9 +1,10 @@
 """The pure core of a filter group: decode once, run every filter, apply the cap.
 
-No Kafka here: :class:`GroupCore` turns one message value into an :class:`Outcome`
-(which filters deliver it, which passed over the cap, which raised, or why the message is
-malformed). The Kafka loop in :mod:`broker.filter_group` is a thin adapter around it, and
-tests drive it with in-memory messages.
+No Kafka here: :class:`GroupCore` turns a batch of message values into a
+:class:`BatchOutcome` (which filters deliver each message, how many passes went over the
+cap per visit, which filters raised, which messages are malformed and why), or one value
+into an :class:`Outcome`. The Kafka loop in :mod:`broker.filter_group` is a thin adapter
+around it, and tests drive it with in-memory messages.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from broker.alerts import (
 )
 from broker.columnar import ColumnPlan, Unsupported
 from broker.filters import CHEAP_FIELDS, Filter, build_columns
+from broker.history import HISTORY_FIELD, HistoryReader, Unreadable
 from broker.visits import VisitCaps
 
 Alert = dict[str, Any]
 
-__all__ = ["GroupCore", "Outcome"]
+__all__ = ["BatchOutcome", "GroupCore", "Outcome"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,71 @@ class Outcome:
     malformed: MalformedAlert | None = None
 
 
+@dataclass
+class BatchOutcome:
+    """What a group does with a batch of messages (see :meth:`GroupCore.evaluate`).
+
+    ``passes`` and ``admitted`` are (messages x filters) booleans: every filter a message
+    passes, and the passes within the cap. The dicts hold only the few messages that
+    need handling one by one; everything else is counted per visit, since a busy group
+    has ~10 passes per alert and almost all of them over the cap.
+    """
+
+    visits: list[int | None]
+    passes: np.ndarray
+    admitted: np.ndarray
+    malformed: dict[int, MalformedAlert]
+    errors: dict[int, list[int]]
+    deliver: dict[int, list[int]]
+    """Message index -> filter indexes within the cap, in message order."""
+    consumed: dict[int, int]
+    """Visit -> well-formed messages of it in the batch."""
+    capped: dict[int, np.ndarray]
+    """Visit -> passes over the cap, per filter (visits with none left out)."""
+
+    def outcomes(self) -> list[Outcome]:
+        """The same, one :class:`Outcome` per message."""
+        over = self.passes & ~self.admitted
+        outs = [Outcome(visit=v) for v in self.visits]
+        for k, fs in self.deliver.items():
+            outs[k].deliver = list(fs)
+        for k, i in zip(*(a.tolist() for a in np.nonzero(over)), strict=True):
+            outs[k].capped.append(i)
+        for k, fs in self.errors.items():
+            outs[k].errors = list(fs)
+        for k, exc in self.malformed.items():
+            outs[k].malformed = exc
+        return outs
+
+
+class _Evaluation:
+    """Filter results of one batch before the cap: passes, visits, errors, malformed."""
+
+    def __init__(self, n: int, filters: int) -> None:
+        self.passes = np.zeros((n, filters), dtype=bool)
+        self.visit = np.zeros(n, dtype=np.int64)
+        self.known = np.zeros(n, dtype=bool)  # visit known
+        self.malformed: dict[int, MalformedAlert] = {}
+        self.errors: dict[int, list[int]] = {}
+
+    def take(self, k: int, out: Outcome, passed: list[int]) -> None:
+        """Record message ``k`` evaluated alert by alert."""
+        if out.visit is not None:
+            self.visit[k], self.known[k] = out.visit, True
+        if out.malformed is not None:
+            self.malformed[k] = out.malformed
+            self.passes[k] = False  # passes read before the bad bytes do not count
+            return
+        if out.errors:
+            self.errors[k] = list(out.errors)
+        if passed:
+            self.passes[k, passed] = True
+
+
 class GroupCore:
     """Filters of one group with their per-visit caps, and the decoder they share.
 
-    :meth:`process_batch` decodes a batch of messages, evaluates the vectorised filters
+    :meth:`evaluate` decodes a batch of messages, evaluates the vectorised filters
     once over numpy columns of the batch, the others alert by alert, then applies the cap
     in message order (so the cap admits the first ``cap`` passing alerts of a visit).
     """
@@ -92,6 +155,15 @@ class GroupCore:
         # per-alert dicts at all, except for the few alerts a prefilter lets through.
         self._columnar = bool(self.columns) and not self._cheap_calls and not self._prefilters
         self._column_plans: dict[int, ColumnPlan | None] = {}
+        # History rows straight from the bytes, when the expensive filters read nothing
+        # but prvDiaSources and say which of its fields.
+        history = [self.filters[i] for i in self._expensive]
+        self._history_fields: frozenset[str] | None = None
+        if history and all(f.expensive_fields == {HISTORY_FIELD}
+                           and f.history_fields is not None for f in history):
+            self._history_fields = frozenset().union(
+                *(f.history_fields or () for f in history))
+        self._history_readers: dict[int, HistoryReader | None] = {}
 
     def _offers(self, i: int, method: str) -> bool:
         f = self.filters[i]
@@ -153,43 +225,73 @@ class GroupCore:
                 pass
         return sel, pre
 
-    def process_batch(self, values: Sequence[bytes]) -> list[Outcome]:
+    def evaluate(self, values: Sequence[bytes]) -> BatchOutcome:
         """Decode each message once, run every filter and apply the cap, in order."""
-        evaluated = None
-        if self._columnar and len(values) >= 8:
-            evaluated = self._evaluate_columns(values)
-        if evaluated is None:
-            evaluated = self._evaluate_dicts(values)
-        admit = self.caps.admit_many
-        for out, passed in evaluated:
-            if out.malformed is None and passed:
-                assert out.visit is not None
-                admit(out.visit, passed, out.deliver, out.capped)
-        return [out for out, _ in evaluated]
+        n = len(values)
+        ev = _Evaluation(n, len(self.filters))
+        if not (self._columnar and n >= 8 and self._evaluate_columns(values, ev)):
+            ev = _Evaluation(n, len(self.filters))
+            self._evaluate_dicts(values, range(n), ev)
+        return self._admit(ev)
 
-    def _evaluate_dicts(self, values: Sequence[bytes]) -> list[tuple[Outcome, list[int]]]:
-        """Per message: its outcome so far and the filters it passes (before the cap)."""
-        outs = [Outcome() for _ in values]
-        passes: list[list[int]] = [[] for _ in values]
+    def process_batch(self, values: Sequence[bytes]) -> list[Outcome]:
+        """:meth:`evaluate`, one :class:`Outcome` per message."""
+        return self.evaluate(values).outcomes()
+
+    def _admit(self, ev: _Evaluation) -> BatchOutcome:
+        """Apply the per-visit cap to the passes of well-formed messages, in order."""
+        ok = ev.known.copy()
+        if ev.malformed:
+            ok[list(ev.malformed)] = False
+        admitted = np.zeros_like(ev.passes)
+        capped: dict[int, np.ndarray] = {}
+        rows = np.flatnonzero(ok & ev.passes.any(axis=1))
+        if rows.size:
+            visits = ev.visit[rows]
+            for v in np.unique(visits).tolist():
+                mine = rows[visits == v]
+                passes = ev.passes[mine]
+                got = self.caps.admit_matrix(v, passes)
+                admitted[mine] = got
+                over = passes.sum(axis=0) - got.sum(axis=0)
+                if over.any():
+                    capped[v] = over
+        deliver: dict[int, list[int]] = {}
+        for k, i in zip(*(a.tolist() for a in np.nonzero(admitted)), strict=True):
+            deliver.setdefault(k, []).append(i)
+        vs, counts = np.unique(ev.visit[ok], return_counts=True)
+        visits_out: list[int | None] = [
+            v if known else None for v, known in zip(ev.visit.tolist(), ev.known.tolist(),
+                                                     strict=True)]
+        return BatchOutcome(
+            visits=visits_out, passes=ev.passes, admitted=admitted, malformed=ev.malformed,
+            errors=ev.errors, deliver=deliver,
+            consumed=dict(zip(vs.tolist(), counts.tolist(), strict=True)), capped=capped)
+
+    def _evaluate_dicts(self, values: Sequence[bytes], index: Sequence[int],
+                        ev: _Evaluation) -> None:
+        """Evaluate messages ``index`` of ``values`` alert by alert into ``ev``."""
+        outs = {k: Outcome() for k in index}
+        passes: dict[int, list[int]] = {}
         alerts: list[Alert] = []
         resumes: list[Resume | None] = []
-        index: list[int] = []
-        for k, data in enumerate(values):
+        decoded: list[int] = []
+        for k in index:
             try:
-                alert, resume = self.decoder.decode_staged(data)
+                alert, resume = self.decoder.decode_staged(values[k])
                 outs[k].visit = visit_of(alert)
             except MalformedAlert as exc:
                 outs[k].malformed = exc
                 continue
             alerts.append(alert)
             resumes.append(resume)
-            index.append(k)
+            decoded.append(k)
         sel, pre = self._vectorised(alerts)
         cheap_calls = self._cheap_calls if len(sel) == len(self._vec) else [
             c for c in self._all_cheap if c[0] not in sel]
         prefilters = self._prefilters if len(pre) == len(self._vec_pre) else [
             c for c in self._all_pre if c[0] not in pre]
-        for j, k in enumerate(index):
+        for j, k in enumerate(decoded):
             alert, out = alerts[j], outs[k]
             passed = [i for i, r in sel.items() if r[j]]
             passed += self._run(cheap_calls, alert, out)
@@ -202,7 +304,8 @@ class GroupCore:
                         continue
                     passed += more
             passes[k] = passed
-        return list(zip(outs, passes, strict=True))
+        for k, out in outs.items():
+            ev.take(k, out, passes.get(k, []))
 
     def _history(self, data: bytes, alert: Alert, resume: Resume | None, need: list[int],
                  out: Outcome) -> list[int] | None:
@@ -210,12 +313,36 @@ class GroupCore:
 
         None (and ``out`` made malformed) when those fields cannot be decoded.
         """
+        calls = [(i, self._full[i]) for i in need]
+        reader = self._history_reader(resume)
+        if reader is not None and resume is not None:
+            try:
+                alert[HISTORY_FIELD] = reader.read(data, resume.position)
+                return self._run(calls, alert, out)
+            except Unreadable:  # fastavro reads it, or says why it is malformed
+                pass
         try:
             self.decoder.decode_more(data, alert, resume)
         except MalformedAlert as exc:
             out.malformed, out.errors = exc, []
             return None
-        return self._run([(i, self._full[i]) for i in need], alert, out)
+        return self._run(calls, alert, out)
+
+    def _history_reader(self, resume: Resume | None) -> HistoryReader | None:
+        if self._history_fields is None or resume is None \
+                or resume.fields != (HISTORY_FIELD,):
+            return None
+        sid = resume.schema.schema_id
+        if sid not in self._history_readers:
+            try:
+                reader: HistoryReader | None = HistoryReader(resume.schema,
+                                                             self._history_fields)
+            except Unreadable as exc:
+                log.info("history of schema v%s is decoded with fastavro: %s",
+                         resume.schema.version, exc)
+                reader = None
+            self._history_readers[sid] = reader
+        return self._history_readers[sid]
 
     def _column_plan(self, schema: AlertSchema) -> ColumnPlan | None:
         if schema.schema_id not in self._column_plans:
@@ -227,16 +354,14 @@ class GroupCore:
             self._column_plans[schema.schema_id] = plan
         return self._column_plans[schema.schema_id]
 
-    def _evaluate_columns(self, values: Sequence[bytes]
-                          ) -> list[tuple[Outcome, list[int]]] | None:
+    def _evaluate_columns(self, values: Sequence[bytes], ev: _Evaluation) -> bool:
         """:meth:`_evaluate_dicts` for a batch read as columns (see :mod:`broker.columnar`).
 
         Messages the columnar walk cannot read go through :meth:`_evaluate_dicts`, which
-        decodes them or says why they are malformed. None if a vectorised filter fails on
-        the batch: the caller then evaluates it alert by alert, where errors are counted.
+        decodes them or says why they are malformed. False if a vectorised filter fails
+        on the batch: the caller then evaluates it alert by alert, where errors are
+        counted.
         """
-        n = len(values)
-        result: list[tuple[Outcome, list[int]] | None] = [None] * n
         lanes: dict[int, list[int]] = {}
         schemas: dict[int, tuple[AlertSchema, int]] = {}
         rest: list[int] = []
@@ -253,6 +378,7 @@ class GroupCore:
                 continue
             lanes.setdefault(schema.schema_id, []).append(k)
             schemas[schema.schema_id] = (schema, offset)
+        vec, vec_pre = np.asarray(self._vec, dtype=np.intp), self._vec_pre
         for sid, ks in lanes.items():
             schema, offset = schemas[sid]
             plan = self._column_plan(schema)
@@ -268,34 +394,31 @@ class GroupCore:
                 c: a[good] for c, a in batch.columns.items()}
             try:
                 sel = self._matrix(self._vec, "select", cols, len(good))
-                pre = self._matrix(self._vec_pre, "preselect", cols, len(good))
+                pre = self._matrix(vec_pre, "preselect", cols, len(good))
             except Exception:
-                return None
-            passes = _passing(sel, self._vec, len(good))
-            needs = _passing(pre, self._vec_pre, len(good))
-            visits = batch.visit[good].tolist()
-            for j, k in enumerate(ks[g] for g in good.tolist()):
-                out = Outcome(visit=visits[j])
-                passed = passes[j]
-                if needs[j]:
-                    try:
-                        alert, resume = self.decoder.decode_staged(values[k])
-                    except MalformedAlert as exc:
-                        result[k] = (Outcome(visit=visits[j], malformed=exc), [])
-                        continue
-                    more = self._history(values[k], alert, resume, needs[j], out)
-                    if more is None:
-                        result[k] = (out, [])
-                        continue
-                    passed = passed + more
-                result[k] = (out, passed)
+                return False
+            rows = np.asarray(ks, dtype=np.intp)[good]
+            ev.visit[rows] = batch.visit[good]
+            ev.known[rows] = True
+            if len(vec):
+                ev.passes[np.ix_(rows, vec)] = sel.T
+            if not len(vec_pre):
+                continue
+            for j in np.flatnonzero(pre.any(axis=0)).tolist():
+                k = int(rows[j])
+                need = [vec_pre[r] for r in np.flatnonzero(pre[:, j]).tolist()]
+                out = Outcome(visit=int(ev.visit[k]))
+                try:
+                    alert, resume = self.decoder.decode_staged(values[k])
+                except MalformedAlert as exc:
+                    out.malformed = exc
+                    ev.take(k, out, [])
+                    continue
+                more = self._history(values[k], alert, resume, need, out)
+                ev.take(k, out, more or [])
         if rest:
-            rest.sort()
-            for k, done in zip(rest, self._evaluate_dicts([values[k] for k in rest]),
-                               strict=True):
-                result[k] = done
-        assert all(r is not None for r in result)
-        return result  # type: ignore[return-value]
+            self._evaluate_dicts(values, sorted(rest), ev)
+        return True
 
     def _matrix(self, which: list[int], method: str, cols: dict[str, Any],
                 n: int) -> np.ndarray:
@@ -308,13 +431,3 @@ class GroupCore:
     def process(self, data: bytes) -> Outcome:
         """:meth:`process_batch` for one message."""
         return self.process_batch([data])[0]
-
-
-def _passing(matrix: np.ndarray, which: list[int], n: int) -> list[list[int]]:
-    """Per alert, the filter indexes (from ``which``) whose row in ``matrix`` is True."""
-    out: list[list[int]] = [[] for _ in range(n)]
-    if len(which):
-        alerts, rows = np.nonzero(matrix.T)  # alert-major, so each list stays in order
-        for a, r in zip(alerts.tolist(), rows.tolist(), strict=True):
-            out[a].append(which[r])
-    return out

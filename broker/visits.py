@@ -17,6 +17,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 __all__ = ["VisitCaps", "VisitStats", "VisitTracker"]
 
 
@@ -49,19 +51,23 @@ class VisitCaps:
         row[index] += 1
         return True
 
-    def admit_many(self, visit: int, indexes: list[int], admitted: list[int],
-                   capped: list[int]) -> None:
-        """:meth:`admit` each of ``indexes`` in order, appending it to ``admitted`` or
-        ``capped`` (one lookup of the visit for all of them: a busy group admits ~10
-        passing filters per alert)."""
+    def admit_matrix(self, visit: int, passes: np.ndarray) -> np.ndarray:
+        """:meth:`admit` a batch of one visit's alerts at once.
+
+        ``passes`` is a (alerts x filters) boolean matrix in message order; the result
+        marks the passes within the cap, exactly those :meth:`admit` would accept one by
+        one (a busy group has ~10 passes per alert, too many to admit in Python).
+        """
         row = self._row(visit)
-        cap = self.cap
-        for i in indexes:
-            if row[i] < cap:
-                row[i] += 1
-                admitted.append(i)
-            else:
-                capped.append(i)
+        if passes.ndim != 2 or passes.shape[1] != len(row):
+            raise ValueError(f"passes must be (alerts x {len(row)} filters), "
+                             f"got shape {passes.shape}")
+        room = self.cap - np.asarray(row, dtype=np.int64)
+        admitted = passes & (np.cumsum(passes, axis=0, dtype=np.int64) <= room)
+        taken = admitted.sum(axis=0)
+        for i in np.flatnonzero(taken).tolist():
+            row[i] += int(taken[i])
+        return admitted
 
     def count(self, visit: int, index: int) -> int:
         """Admitted alerts so far for (visit, filter index)."""

@@ -172,3 +172,24 @@ def test_batch_and_one_by_one_processing_give_the_same_outcomes() -> None:
     assert [(o.visit, o.deliver, o.capped, o.errors, o.malformed is None) for o in singles] \
         == [(o.visit, o.deliver, o.capped, o.errors, o.malformed is None) for o in batched]
     assert batched[17].malformed is not None
+
+
+def test_batch_counts_agree_with_the_outcomes_across_two_visits() -> None:
+    gen = AlertGenerator("realistic", seed=32)
+    raw = gen.visit(6, 150) + gen.visit(7, 150)
+    raw[100:100] = [b"garbage"]
+    raw = raw[:200] + [r for pair in zip(raw[200:250], raw[250:], strict=False)
+                       for r in pair]  # the two visits interleaved
+    res = GroupCore(default_filters(), cap=3).evaluate(raw)
+    outs = res.outcomes()
+    assert res.consumed == {6: sum(o.visit == 6 and o.malformed is None for o in outs),
+                            7: sum(o.visit == 7 and o.malformed is None for o in outs)}
+    assert set(res.malformed) == {100}
+    for v in (6, 7):
+        over = [i for o in outs if o.visit == v for i in o.capped]
+        assert res.capped[v].sum() == len(over) > 0
+        delivered = [i for o in outs if o.visit == v for i in o.deliver]
+        # Exactly the cap where more passed, per filter and visit.
+        for i in set(over):
+            assert delivered.count(i) == 3
+    assert all(k in res.deliver for k, o in enumerate(outs) if o.deliver)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import pytest
 
 from broker.visits import VisitCaps, VisitTracker
@@ -62,15 +63,27 @@ def test_a_visit_completes_only_when_caught_up_committed_and_idle_or_superseded(
     assert [d.visit for d in tr.complete(now=200.3, caught_up=True)] == [2]
 
 
-def test_admit_many_equals_admit_one_by_one() -> None:
+def test_admit_matrix_equals_admit_one_by_one() -> None:
     names = [f"F{i}" for i in range(5)]
     one, many = VisitCaps(3, names), VisitCaps(3, names)
-    plan = [(1, [0, 1, 2]), (2, [0, 4]), (1, [0, 0, 3]), (1, [0, 2, 4]), (2, [0, 0, 0, 0])]
-    for visit, idx in plan:
-        want = ([i for i in idx if one.admit(visit, i)], )
-        got: tuple[list[int], list[int]] = ([], [])
-        many.admit_many(visit, idx, got[0], got[1])
-        assert got[0] == want[0]
-        assert sorted(got[0] + got[1]) == sorted(idx)
+    rng = np.random.default_rng(7)
+    for batch in range(12):
+        visit = int(rng.integers(1, 4))  # visits interleave across batches
+        passes = rng.random((int(rng.integers(0, 9)), 5)) < 0.4
+        want = np.array([[bool(p) and one.admit(visit, i) for i, p in enumerate(r)]
+                         for r in passes], dtype=bool).reshape(passes.shape)
+        got = many.admit_matrix(visit, passes)
+        assert got.tolist() == want.tolist(), batch
+        assert not (got & ~passes).any()  # only passes are admitted
     assert one.snapshot() == many.snapshot()
-    assert many.count(1, 0) == 3 and many.count(2, 0) == 3
+    assert any(many.count(v, i) == 3 for v in (1, 2, 3) for i in range(5))  # caps hit
+
+
+def test_admit_matrix_respects_restored_counts_and_shape() -> None:
+    caps = VisitCaps(2, ["A", "B"])
+    caps.restore({"cap": 2, "filters": ["A", "B"], "counts": {"5": [2, 1]}})
+    got = caps.admit_matrix(5, np.array([[True, True], [True, True]]))
+    assert got.tolist() == [[False, True], [False, False]]
+    assert caps.count(5, 1) == 2
+    with pytest.raises(ValueError, match="2 filters"):
+        caps.admit_matrix(5, np.ones((1, 3), dtype=bool))

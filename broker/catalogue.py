@@ -283,6 +283,7 @@ class _HistoryFilter(Filter):
     """
 
     fields = frozenset({"diaSource", "prvDiaSources"})
+    history_fields = frozenset({"psfFlux", "midpointMjdTai"})
 
     def __init__(self, min_snr: float, min_reliability: float) -> None:
         self.min_snr, self.min_reliability = min_snr, min_reliability

@@ -13,7 +13,10 @@ columns (a missing value is NaN, or None for strings). It must agree with ``__ca
 alert by alert (the catalogue's tests check this). Python-level calls cost ~0.5 µs per
 filter per alert; a batch of 1,000 alerts through a vectorised filter costs about as
 much as ten such calls, which is what lets one process run 100 filters at stream rate.
-History filters can likewise vectorise their prefilter with ``preselect(cols)``.
+History filters can likewise vectorise their prefilter with ``preselect(cols)``, and
+name the ``prvDiaSources`` row fields they read in ``history_fields``: the group then
+reads only those from the bytes (rows hold just them), ~7x faster than fastavro's full
+rows. ``None`` (the default) gives them every field of every row.
 
 Filters are registered explicitly, in order, in a :class:`FilterRegistry` (not picked up
 by module member order, the 2018 mistake); ``FIRST..LAST`` on the command line are
@@ -67,6 +70,8 @@ class Filter:
     description: str = ""
     fields: frozenset[str] = frozenset({"diaSource"})
     columns: frozenset[str] = frozenset()
+    history_fields: frozenset[str] | None = None
+    """The ``prvDiaSources`` row fields ``__call__`` reads (None: it may read any)."""
 
     def __call__(self, alert: Alert) -> bool:
         """Return True if ``alert`` passes."""

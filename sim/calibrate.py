@@ -5,8 +5,11 @@
 - ``decode_source``: as a filter group reads ``diaSource``, the columnar walk
   (``broker.columnar.ColumnPlan.read``) of the catalogue's columns over the whole batch
   (``broker.alerts.Decoder({"diaSource"})`` when test code replaces the decoder);
-- ``decode_history`` / ``decode_full``: ``broker.alerts.Decoder`` with fields
-  ``{"diaSource", "prvDiaSources"}`` and ``None``;
+- ``decode_history``: as a filter group reads an alert its history prefilters let
+  through, fastavro up to ``diaSource`` and ``broker.history.HistoryReader`` for the
+  history fields its filters name (``broker.alerts.Decoder`` with fields
+  ``{"diaSource", "prvDiaSources"}`` when test code replaces the decoder);
+- ``decode_full``: ``broker.alerts.Decoder`` with fields ``None``;
 - ``per_filter``: every filter of ``broker.catalogue.default_filters()`` called on
   decoded alerts, averaged over filters;
 - ``producer_prepare``, serialising a visit: ``broker.generator.generate_visit``.
@@ -91,7 +94,7 @@ def _group_filter_cost(data: Sequence[bytes], repeats: int, clock: Callable[[], 
                        ) -> tuple[float, float, str] | None:
     """Marginal CPU per alert per filter as a filter group runs its filters.
 
-    ``broker.core.GroupCore.process_batch`` evaluates filters that offer a vectorised
+    ``broker.core.GroupCore.evaluate`` evaluates filters that offer a vectorised
     form once per batch over numpy columns and the others alert by alert, so calling each
     filter on each alert (the fallback below) overstates what a group pays. Here a batch
     goes through a group of every catalogue filter that reads only cheap fields and
@@ -110,13 +113,13 @@ def _group_filter_cost(data: Sequence[bytes], repeats: int, clock: Callable[[], 
         many = GroupCore(cheap, cap=1 << 30)
         one = GroupCore(cheap[:1], cap=1 << 30)
         batch = list(data)
-        timed = _best_per_item({"many": many.process_batch, "one": one.process_batch},
+        timed = _best_per_item({"many": many.evaluate, "one": one.evaluate},
                                [batch], repeats, clock)
     except Exception as exc:  # fall back to calling the filters one by one
         log.warning("per-filter cost through GroupCore failed (%s); calling filters", exc)
         return None
     per = max(timed["many"] - timed["one"], 0.0) / (len(cheap) - 1) / len(batch)
-    how = (f"GroupCore.process_batch of {len(batch)} alerts through the {len(cheap)} "
+    how = (f"GroupCore.evaluate of {len(batch)} alerts through the {len(cheap)} "
            "catalogue filters that read only cheap fields against through one of them, per "
            "extra filter and alert")
     return per, timed["one"] / len(batch), how
@@ -144,6 +147,38 @@ def _columnar_cost(data: Sequence[bytes], repeats: int, clock: Callable[[], floa
     return timed["walk"] / len(batch), (
         f"broker.columnar.ColumnPlan.read of {len(batch)} alerts at once, keeping the "
         f"{len(columns)} diaSource columns the catalogue's filters read, per alert")
+
+
+def _history_cost(data: Sequence[bytes], repeats: int, clock: Callable[[], float]
+                  ) -> tuple[float, str] | None:
+    """CPU per alert of what a filter group does for an alert its history prefilters let
+    through: fastavro up to ``diaSource``, then ``broker.history.HistoryReader`` for the
+    row fields the catalogue's history filters read."""
+    try:
+        from broker.alerts import Decoder, schema_for_id, split_wire
+        from broker.catalogue import default_filters
+        from broker.core import GroupCore
+        from broker.history import HistoryReader
+
+        fields = GroupCore(default_filters())._history_fields
+        if not fields:
+            return None
+        dec = Decoder({"diaSource"}, later={"prvDiaSources"})
+        reader = HistoryReader(schema_for_id(split_wire(data[0])[0]), fields)
+
+        def history(value: bytes) -> object:
+            _, resume = dec.decode_staged(value)
+            if resume is None:
+                raise ValueError("no history window")
+            return reader.read(value, resume.position)
+
+        timed = _best_per_item({"history": history}, data, repeats, clock)
+    except Exception as exc:  # fall back to fastavro's full decode
+        log.warning("history reader cost not measured (%s); using Decoder", exc)
+        return None
+    return timed["history"], (
+        "Decoder({'diaSource'}).decode_staged then broker.history.HistoryReader.read of "
+        f"the history fields {sorted(fields)}, per alert")
 
 
 def _best_per_item(fns: Mapping[str, Callable[[Any], object]], items: Sequence[Any],
@@ -228,6 +263,11 @@ def measure_costs(
     if columnar is not None:
         values["decode_source"], how = columnar
         notes["decode_source"] = f"{where}: {how}"
+    # ...and reads history rows with broker.history, when its filters name their fields.
+    history = _history_cost(data, repeats, clock) if decoder is _default_decoder else None
+    if history is not None:
+        values["decode_history"], how = history
+        notes["decode_history"] = f"{where}: {how}"
 
     group_cost = _group_filter_cost(data, repeats, clock) if filters is None else None
     chosen = list(filters) if filters is not None else list(_default_filters())
@@ -238,7 +278,7 @@ def measure_costs(
             values["group_overhead"] = max(
                 0.0, one_filter - values["decode_source"] - values["per_filter"])
             notes["group_overhead"] = (
-                f"{where}: GroupCore.process_batch through one filter, per alert, less "
+                f"{where}: GroupCore.evaluate through one filter, per alert, less "
                 f"decode_source and per_filter (outcomes, visit, cap bookkeeping)")
     elif chosen:
         full = decoder(None)

@@ -205,4 +205,4 @@ def test_per_filter_cost_is_measured_the_way_a_group_runs_filters() -> None:
     # of one filter pays the decode (~50 us) and a little bookkeeping.
     assert 0 <= per < 2e-6
     assert 1e-6 < one_filter < 1e-3
-    assert "GroupCore.process_batch" in how
+    assert "GroupCore.evaluate" in how

@@ -554,11 +554,12 @@ def render(results: list[ScenarioResult], command: str,
            f"- Date: {now}", f"- Machine: {_machine()}", f"- Command: `{command}`", "",
            "Times are seconds. *group visit* = first alert of the visit consumed -> last "
            "output acknowledged (per group); *end-to-end* = the producer's last "
-           "acknowledgement -> the last filtered alert received by every consumer; "
-           "*latency p50/p99* = alert produced -> received, over every delivered alert of "
-           "the visit; *peak lag* = most input messages any group was behind during the "
-           "visit; *lag at next* = messages behind just before the next visit started; "
-           "CPU in cores used (2 available).", ""]
+           "acknowledgement -> the last filtered alert received by every consumer "
+           "(negative when that delivery came first: caps reached, or no later alert "
+           "passed); *latency p50/p99* = alert produced -> received, over every "
+           "delivered alert of the visit; *peak lag* = most input messages any group was "
+           "behind during the visit; *lag at next* = messages behind just before the next "
+           "visit started; CPU in cores used (2 available).", ""]
     for res in results:
         sc = res.scenario
         out += [f"### {sc.title}", ""]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from samples import alerts_of_version
 
 from broker import alerts as A
 from broker.catalogue import default_filters
@@ -73,15 +74,7 @@ def test_columns_equal_fastavro_then_build_columns(profile: str) -> None:
 
 @pytest.mark.parametrize("version", A.available_versions())
 def test_every_shipped_schema_with_nulls_and_unicode(version: str) -> None:
-    from lsst.alert.packet import get_schema_root
-
-    schema = A.load_schema(version)
-    major, minor = version.split(".")
-    sample = Path(get_schema_root()) / major / minor / "sample_data" / "fakeAlert.avro"
-    if sample.exists():
-        values = list(A.iter_alert_file(sample)) * 12
-    else:
-        values = AlertGenerator("realistic", seed=9, schema=schema).visit(7, 12)
+    schema, values = alerts_of_version(version, 12, seed=9)
     values = _with_nulls(values, schema)
     names = {f["name"] for f in _source_fields(schema)}
     columns = sorted({c for c in (*COLUMNS, "ccdVisitId", "filterName", "psFlux") if c in names})

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from samples import alerts_of_version
 
 from broker import alerts as A
 from broker.catalogue import default_filters
@@ -59,15 +60,7 @@ def _history_versions() -> list[str]:
 
 @pytest.mark.parametrize("version", _history_versions())
 def test_every_shipped_schema_with_nulls_strings_and_all_fields(version: str) -> None:
-    from lsst.alert.packet import get_schema_root
-
-    schema = A.load_schema(version)
-    major, minor = version.split(".")
-    sample = Path(get_schema_root()) / major / minor / "sample_data" / "fakeAlert.avro"
-    if sample.exists():
-        values = list(A.iter_alert_file(sample)) * 6
-    else:
-        values = AlertGenerator("realistic", seed=22, schema=schema).visit(7, 6)
+    schema, values = alerts_of_version(version, 6, seed=22)
     cases = []
     for k, data in enumerate(values):
         alert = A.decode(data)

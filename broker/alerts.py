@@ -222,7 +222,7 @@ class _Plan:
         if fields is None:
             self.prefix: Any = schema.parsed
             self.window: Any = None
-            self.window_fields: list[str] = []
+            self.window_fields: tuple[str, ...] = ()
             return
         wanted = (fields & set(names)) or frozenset(names[:1])
         cut = max(names.index(f) for f in wanted) + 1
@@ -233,7 +233,7 @@ class _Plan:
         self.prefix = fastavro.parse_schema(base, named_schemas=named)
         more = [names.index(f) for f in later & set(names) if names.index(f) >= cut]
         self.window = None
-        self.window_fields = names[cut: max(more) + 1] if more else []
+        self.window_fields = tuple(names[cut: max(more) + 1]) if more else ()
         if more:
             # Parse the whole schema into `named` so types defined after the cut resolve too.
             fastavro.parse_schema(schema.definition, named_schemas=named)
@@ -294,7 +294,7 @@ class Decoder:
         record = _read(stream, plan.prefix, schema)
         if plan.window is None:
             return record, None
-        return record, Resume(stream.tell(), plan.window, schema, tuple(plan.window_fields))
+        return record, Resume(stream.tell(), plan.window, schema, plan.window_fields)
 
     def decode_more(self, data: bytes, record: Alert, resume: Resume | None) -> Alert:
         """Add the ``later`` fields to ``record``, reading on from where it stopped."""

@@ -318,9 +318,10 @@ class GroupCore:
         if reader is not None and resume is not None:
             try:
                 alert[HISTORY_FIELD] = reader.read(data, resume.position)
-                return self._run(calls, alert, out)
             except Unreadable:  # fastavro reads it, or says why it is malformed
                 pass
+            else:
+                return self._run(calls, alert, out)
         try:
             self.decoder.decode_more(data, alert, resume)
         except MalformedAlert as exc:

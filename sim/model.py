@@ -294,8 +294,8 @@ class Result:
     starts (for the last column: the end of the nominal run).
     ``lag_messages[g, s]`` / ``lag_seconds[g, s]`` are sampled at ``lag_t[s]``: alerts
     published but not yet processed, and the age of the oldest of them (0 when none); in
-    the 2018 design this includes alerts queued inside
-    the pool, which Kafka's committed offsets would hide.
+    the 2018 design this includes alerts queued inside the pool, which Kafka's committed
+    offsets would hide.
     """
 
     config: Config

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import psutil
 
+from broker import hostmem
 from broker.filter_group import default_group_id
 from broker.options import UsageError, option, positive_float, positive_int
 from broker.pipeline import LocalPipeline, PipelineConfig, parse_fields
@@ -547,11 +548,13 @@ def _machine() -> str:
 
 
 def render(results: list[ScenarioResult], command: str,
-           alerting: AlertingResult | None = None) -> str:
-    """The benchmark section of BENCHMARKS.md."""
+           alerting: AlertingResult | None = None, memory: str | None = None) -> str:
+    """The benchmark section of BENCHMARKS.md (``memory``: the machine's memory state,
+    :meth:`broker.hostmem.SteadyMemory.describe`)."""
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     out = [START, "## Full-scale pipeline benchmark (`minibroker bench`)", "",
-           f"- Date: {now}", f"- Machine: {_machine()}", f"- Command: `{command}`", "",
+           f"- Date: {now}", f"- Machine: {_machine()}", f"- Command: `{command}`",
+           *([f"- Memory: {memory}"] if memory else []), "",
            "Times are seconds. *group visit* = first alert of the visit consumed -> last "
            "output acknowledged (per group); *end-to-end* = the producer's last "
            "acknowledgement -> the last filtered alert received by every consumer "
@@ -664,12 +667,17 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
     option(parser, "--output", default="BENCHMARKS.md", type=Path, help="report file")
     option(parser, "--workdir", default="/tmp/minibroker-bench", type=Path,
            help="Kafka data and logs (1.3 GB per full-scale visit; removed after each run)")
+    option(parser, "--steady-memory", flag=True,
+           help="on a VM whose host takes back freed memory (free page reporting), turn "
+                "that off for the run and touch the free memory once first, so memory "
+                "costs hold still (root; see broker/hostmem.py)")
 
 
 def _command(args: argparse.Namespace) -> str:
     flags = (("--scenarios", args.scenarios), ("--visits", args.bench_visits),
              ("--alerts-per-visit", args.bench_alerts), ("--interval", args.bench_interval))
-    return "minibroker bench " + " ".join(f"{k} {v}" for k, v in flags if v)
+    steady = " --steady-memory" if getattr(args, "steady_memory", False) else ""
+    return "minibroker bench " + " ".join(f"{k} {v}" for k, v in flags if v) + steady
 
 
 def main(args: argparse.Namespace) -> int:
@@ -680,28 +688,30 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
     results: list[ScenarioResult] = []
     alerting: AlertingResult | None = None
-    for name in names:
-        if name == "alerting":
-            alerting = run_alerting(args.workdir, healthy_visits=args.bench_visits or 10,
-                                    interval=args.bench_interval or 39.0,
-                                    alerts_per_visit=args.bench_alerts or 10_000)
-            print("\n".join(render_alerting(alerting)), flush=True)
-            write_report(render(results, _command(args), alerting), args.output)
-            continue
-        sc = SCENARIOS[name]
-        if args.bench_visits:
-            sc.visits = args.bench_visits
-        if args.bench_alerts:
-            sc.alerts_per_visit = args.bench_alerts
-        if args.bench_interval:
-            sc.interval = args.bench_interval
-        res = run_scenario(sc, args.workdir)
-        results.append(res)
-        print("\n".join(_verdict(res)), flush=True)
-        # Write after every scenario, so a later failure loses nothing measured.
-        write_report(render(results, _command(args), alerting), args.output)
+    with hostmem.memory_state(getattr(args, "steady_memory", False)) as steady:
+        memory = steady.describe() if steady is not None else None
+        for name in names:
+            if name == "alerting":
+                alerting = run_alerting(args.workdir, healthy_visits=args.bench_visits or 10,
+                                        interval=args.bench_interval or 39.0,
+                                        alerts_per_visit=args.bench_alerts or 10_000)
+                print("\n".join(render_alerting(alerting)), flush=True)
+                write_report(render(results, _command(args), alerting, memory), args.output)
+                continue
+            sc = SCENARIOS[name]
+            if args.bench_visits:
+                sc.visits = args.bench_visits
+            if args.bench_alerts:
+                sc.alerts_per_visit = args.bench_alerts
+            if args.bench_interval:
+                sc.interval = args.bench_interval
+            res = run_scenario(sc, args.workdir)
+            results.append(res)
+            print("\n".join(_verdict(res)), flush=True)
+            # Write after every scenario, so a later failure loses nothing measured.
+            write_report(render(results, _command(args), alerting, memory), args.output)
     command = _command(args)
-    section = render(results, command, alerting)
+    section = render(results, command, alerting, memory)
     write_report(section, args.output)
     print(section)
     return 0

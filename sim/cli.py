@@ -164,6 +164,11 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
            help="alerts timed per Kafka pass (default: 3000 realistic, 10000 dmtn081)")
     option(cal, "--kafka-repeats", default=3, type=positive_int,
            help="Kafka passes per profile (the median is kept)")
+    option(cal, "--steady-memory", flag=True,
+           help="with --kafka, on a VM whose host takes back freed memory (free page "
+                "reporting): turn that off for the run and touch the free memory once "
+                "first, so Kafka's and the producer's costs hold still (root; see "
+                "broker/hostmem.py)")
     _add_costs_options(cal)
     cal.set_defaults(sim_handler=_calibrate)
 
@@ -325,6 +330,7 @@ def _loop_overhead(costs: Costs, loop: float) -> tuple[Costs, str]:
 
 def _measure_kafka(args: argparse.Namespace, profiles: tuple[str, ...]) -> dict[str, Any]:
     """Kafka-measured costs per profile (sim.calibrate_kafka), on --kafka's broker."""
+    from broker import hostmem
     from sim.calibrate_kafka import kafka_for_calibration, measure_kafka_costs
 
     command = f"minibroker sim calibrate --profile {args.profile} --kafka {args.kafka}"
@@ -332,8 +338,17 @@ def _measure_kafka(args: argparse.Namespace, profiles: tuple[str, ...]) -> dict[
         command += f" --kafka-alerts {args.kafka_alerts}"
     if args.kafka_repeats != 3:
         command += f" --kafka-repeats {args.kafka_repeats}"
+    steady = bool(getattr(args, "steady_memory", False))
+    if steady:
+        command += " --steady-memory"
+    else:
+        pr = hostmem.page_reporting()
+        if pr is not None and pr.active:
+            log.warning("this machine hands freed memory back to its VM host (free page "
+                        "reporting): Kafka's and the producer's costs vary 2-4x with it; "
+                        "--steady-memory (root) holds them still")
     try:
-        with kafka_for_calibration(args.kafka) as (bootstrap, pid):
+        with hostmem.memory_state(steady), kafka_for_calibration(args.kafka) as (bootstrap, pid):
             log.info("measuring Kafka costs on %s (broker pid %s)", bootstrap, pid)
             return measure_kafka_costs(bootstrap, profiles, broker_pid=pid,
                                        alerts=args.kafka_alerts, repeats=args.kafka_repeats,

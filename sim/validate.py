@@ -269,6 +269,9 @@ class RunResult:
     boundary_lag: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     keeps_up: bool = False
     reasons: list[str] = field(default_factory=list)
+    reported_kib: int | None = None
+    """KiB of freed memory this machine handed back to its host during the run (free
+    page reporting, :mod:`broker.hostmem`); None where the kernel does not report."""
 
     @property
     def processing(self) -> np.ndarray:
@@ -394,7 +397,7 @@ def machine_busy() -> float:
 def run_pipeline(spec: Spec, bootstrap: str, kafka_pid: int | None = None,
                  workdir: Path | None = None) -> RunResult:
     """Run ``spec`` on the Kafka at ``bootstrap`` and return what was measured."""
-    from broker import kafka_io
+    from broker import hostmem, kafka_io
     from broker.filter_group import default_group_id
     from broker.pipeline import LocalPipeline, PipelineConfig, parse_fields
 
@@ -415,6 +418,8 @@ def run_pipeline(spec: Spec, bootstrap: str, kafka_pid: int | None = None,
     cpu: dict[str, float] = {}
     wall0 = time.time()
     busy0 = busy1 = math.nan
+    reporting0: Any = None
+    reporting1: Any = None
     try:
         pipe.start_kafka(bootstrap=bootstrap)
         services = pipe.start_groups()
@@ -426,6 +431,7 @@ def run_pipeline(spec: Spec, bootstrap: str, kafka_pid: int | None = None,
             sampler.watch(svc.name, svc.proc.pid)
         sampler.watch("kafka", kafka_pid)
         wall0, busy0 = time.time(), machine_busy()
+        reporting0 = hostmem.page_reporting()
         producer = pipe.start_producer([
             "--profile", spec.profile, "--alerts-per-visit", str(N),
             "--interval", f"{interval:g}", "--visits", str(V),
@@ -473,6 +479,7 @@ def run_pipeline(spec: Spec, bootstrap: str, kafka_pid: int | None = None,
             sampler.stop()
             cpu = sampler.cpu_used()
         busy1 = machine_busy()
+        reporting1 = hostmem.page_reporting()
         pipe.stop()
         with contextlib.suppress(Exception):
             for fut in kafka_io.admin(bootstrap).delete_topics(
@@ -489,9 +496,16 @@ def run_pipeline(spec: Spec, bootstrap: str, kafka_pid: int | None = None,
         cpu=cpu, wall=wall,
         cpu_series=sampler.cpu_rows if sampler is not None else [],
         other_cpu=other,
+        reported_kib=_reported_between(reporting0, reporting1),
     )
     analyse(run)
     return run
+
+
+def _reported_between(before: Any, after: Any) -> int | None:
+    if before is None or after is None or None in (before.reported_kib, after.reported_kib):
+        return None
+    return int(after.reported_kib - before.reported_kib)
 
 
 def analyse(run: RunResult) -> None:
@@ -612,6 +626,7 @@ def outcome_dict(o: Outcome) -> dict[str, Any]:
             "boundary_lag": _listify(run.boundary_lag),
             "cpu": run.cpu, "wall": run.wall, "reasons": run.reasons,
             "other_cpu": _listify(run.other_cpu),
+            "reported_kib": run.reported_kib,
             "cpu_series": [[t - t0, c] for t, c in run.cpu_series],
             "offsets": [[float(t - t0), int(e), [int(x) for x in c]] for t, e, c in
                         zip(run.samples_t, run.samples_end, run.samples_committed,
@@ -671,8 +686,9 @@ def _pct(p: float, m: float) -> str:
 
 
 def report(outcomes: Sequence[Outcome], *, command: str, machine: str, when: str,
-           costs_source: str) -> str:
-    """The Markdown section (without the markers)."""
+           costs_source: str, memory: str | None = None) -> str:
+    """The Markdown section (without the markers). ``memory`` says in which state the
+    machine's memory was (:class:`broker.hostmem.SteadyMemory.describe`)."""
     lines = [
         HEADING,
         "",
@@ -682,6 +698,7 @@ def report(outcomes: Sequence[Outcome], *, command: str, machine: str, when: str
         f"{costs_source} and the workload of the same generated alerts (pass fraction per "
         f"filter and visit, history-decode fraction per group).",
         "",
+        *([f"Memory: {memory}.", ""] if memory else []),
         "- *visit s*: first alert consumed -> the visit's last alert committed (the "
         "group's committed offset, sampled every 0.2 s), mean over groups and visits "
         "2..N (visit 1 warms a fresh producer process up).",
@@ -714,10 +731,12 @@ def report(outcomes: Sequence[Outcome], *, command: str, machine: str, when: str
               "the visit's last *output*, earlier than the visit's end when filters stop "
               "passing early). CPU seconds from the first visit to the end of the run; "
               "*other*: cores used meanwhile by anything else on the machine (this "
-              "validation's sampling, other users).", "",
+              "validation's sampling, other users); *host took*: freed memory the machine handed "
+              "back to its VM host meanwhile (free page reporting; its next first touch "
+              "costs a host page fault, see broker/hostmem.py).", "",
               "| config | status line s | lag at each boundary (measured) | producer CPU s | "
-              "Kafka CPU s | groups CPU s | other cores | run s |",
-              "|" + " --- |" * 8]
+              "Kafka CPU s | groups CPU s | other cores | host took GiB | run s |",
+              "|" + " --- |" * 9]
     for o in outcomes:
         res = o.prediction.result
         cpu_pred = res.cpu_seconds
@@ -728,11 +747,12 @@ def report(outcomes: Sequence[Outcome], *, command: str, machine: str, when: str
         lags = " / ".join(f"{int(x):,}" for x in run.boundary_lag.max(axis=0)) \
             if run.boundary_lag.size else "-"
         other = run.other_cpu / run.wall if run.wall > 0 else math.nan
+        took = "-" if run.reported_kib is None else f"{run.reported_kib / 2**20:.1f}"
         lines.append(
             f"| {o.spec.key} | {o.metric_predicted:.2f} / {o.metric_measured:.2f} | {lags} | "
             f"{cpu_pred.get('producer', 0.0):.1f} / {run.cpu.get('producer', math.nan):.1f} | "
             f"{kafka_pred:.1f} / {run.cpu.get('kafka', math.nan):.1f} | "
-            f"{groups_pred:.1f} / {groups_meas:.1f} | {other:.2f} | {run.wall:.0f} |")
+            f"{groups_pred:.1f} / {groups_meas:.1f} | {other:.2f} | {took} | {run.wall:.0f} |")
     reasons = [(o.spec.key, "measured", r) for o in outcomes for r in o.run.reasons[:2]]
     reasons += [(o.spec.key, "predicted", r) for o in outcomes
                 for r in o.prediction.result.reasons[:2]]
@@ -792,6 +812,10 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
            help="print the table, write nothing")
     option(parser, "--json", default=None, type=Path, dest="validate_json",
            help="also write every measured and predicted series to this JSON file")
+    option(parser, "--steady-memory", flag=True, dest="steady_memory",
+           help="on a VM whose host takes back freed memory (free page reporting), turn "
+                "that off for the run and touch the free memory once first, so memory "
+                "costs hold still (root; see broker/hostmem.py)")
 
 
 @contextlib.contextmanager
@@ -826,12 +850,30 @@ def _command(args: argparse.Namespace) -> str:
         parts.append(f"--calibration {args.calibration}")
     if str(args.validate_output) != "BENCHMARKS.md":
         parts.append(f"--output {args.validate_output}")
+    if getattr(args, "steady_memory", False):
+        parts.append("--steady-memory")
     return " ".join(parts)
+
+
+def _memory_warning() -> str | None:
+    """What to say of the memory state when it was left as found."""
+    from broker import hostmem
+
+    pr = hostmem.page_reporting()
+    if pr is None or not pr.active:
+        return None
+    log.warning("this machine hands freed memory back to its VM host (free page "
+                "reporting): Kafka's and the producer's CPU per alert will vary 2-4x "
+                "with it; --steady-memory (root) holds it still")
+    return ("left as found: free page reporting on (page_reporting_order "
+            f"{pr.order}), so the VM host takes back freed memory and Kafka's and the "
+            "producer's costs vary with it (see *host took*)")
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the configurations, predict them and write the table. 0 when both bars are
     met, 1 otherwise (the table is written either way)."""
+    from broker import hostmem
     from broker.options import UsageError
 
     table = QUICK_CONFIGS if args.validate_quick else CONFIGS
@@ -853,8 +895,11 @@ def main(args: argparse.Namespace) -> int:
     machine = f"{platform.node() or 'this machine'} ({machine_summary()})"
     outcomes: list[Outcome] = []
     workdir = Path(tempfile.mkdtemp(prefix="minibroker-validate-"))
+    memory: str | None = None
     try:
-        with _kafka(args.validate_bootstrap) as (bootstrap, pid):
+        with hostmem.memory_state(getattr(args, "steady_memory", False)) as steady, \
+                _kafka(args.validate_bootstrap) as (bootstrap, pid):
+            memory = steady.describe() if steady is not None else _memory_warning()
             log.info("validating on Kafka %s (pid %s): %s", bootstrap, pid,
                      ", ".join(s.key for s in specs))
             log.info("warming the broker up")
@@ -879,7 +924,8 @@ def main(args: argparse.Namespace) -> int:
     cal_path = getattr(args, "calibration", None) or "sim/calibration.json"
     section = report(outcomes, command=_command(args), machine=machine, when=when,
                      costs_source=f"the costs in `{cal_path}` (`minibroker sim calibrate "
-                     f"--kafka local`; each cost's note says how it was measured)")
+                     f"--kafka local`; each cost's note says how it was measured)",
+                     memory=memory)
     print(section)
     if getattr(args, "validate_json", None):
         import json

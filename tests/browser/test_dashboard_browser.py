@@ -239,3 +239,35 @@ def test_unreachable_prometheus_is_shown(dash_duo: Any) -> None:
     dash_duo.wait_for_contains_text("#cap-verdict", "Prometheus unreachable: model only",
                                     timeout=30)
     assert _severe_logs(dash_duo) == []
+
+
+def test_empty_prometheus_shows_no_data_yet(dash_duo: Any,
+                                            tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A real Prometheus that answers but scrapes no mini-broker service yet (the first
+    seconds of a deployment): the page says so, panel by panel, and the model still runs."""
+    from monitoring import local
+
+    from .conftest import _binaries_from_test_env
+
+    with _binaries_from_test_env():
+        try:
+            mon = local.start_monitoring(tmp_path_factory.mktemp("empty-prometheus"), {},
+                                         free_port(), free_port(), visit_interval=VISIT)
+        except local.MonitoringNotAvailable as exc:
+            pytest.skip(str(exc))
+    try:
+        _start(dash_duo, None, prometheus_url=mon.prometheus_url,
+               alertmanager_url=mon.alertmanager_url)
+        dash_duo.wait_for_contains_text("#status-banner", "No data yet", timeout=20)
+        dash_duo.wait_for_contains_text("#status-banner", mon.prometheus_url, timeout=5)
+        for graph in ("lag-messages", "lag-seconds", "visit-seconds", "latency",
+                      "producer-rate", "heatmap"):
+            _until(f"the {graph} panel to say it has no data yet",
+                   lambda g=graph: "No data yet" in " ".join(
+                       (_figure(dash_duo, g) or {}).get("annotations", [])))
+        _click_tab(dash_duo, "Capacity")
+        dash_duo.wait_for_contains_text("#cap-verdict", "no live pipeline data to compare",
+                                        timeout=30)
+        assert _severe_logs(dash_duo) == []
+    finally:
+        mon.stop()

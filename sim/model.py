@@ -47,7 +47,10 @@ real one does. As in
 ``broker.filter_group``, outputs are visible to end consumers when the group's Kafka
 transaction commits (``outputs_visible="commit"``): after a job once ``commit_interval``
 seconds or ``commit_every`` alerts have passed since the last commit, or when the group
-is caught up and ``commit_idle`` seconds have passed; a commit costs ``commit`` CPU,
+has found nothing to fetch for ``fetch_wait`` seconds (librdkafka's end-of-partition
+event needs a long poll that comes back empty, so a group keeping pace with a producer
+that is still sending never sees it) and ``commit_idle`` seconds have passed; a commit
+costs ``commit`` CPU,
 the broker ``broker_commit`` plus ``broker_marker`` per output topic written in the
 transaction, and blocks the group ``commit_wait`` seconds; a visit
 is *committed* (its input offsets are visible to the lag exporter) by the commit after
@@ -437,6 +440,7 @@ class _Group:
         self.txn_alerts = 0
         self.txn_start = 0.0
         self.txn_finished: list[int] = []  # visits whose last alert is in the open txn
+        self.idle_since = math.nan  # since when nothing was available to fetch
         self.committed = np.full(visits, np.nan)
         self.per_alert = 0.0
         self.next_partition = 0
@@ -476,6 +480,7 @@ class _Sim:
         self.log_end = [0] * c.partitions
         self.published = np.zeros(V, dtype=np.int64)
         self.published_total = 0
+        self.sending = False  # the producer is in the middle of publishing a visit
         self.visit_start = np.full(V, np.nan)
         self.visit_published = np.full(V, np.nan)
         self.arrival = self.env.event()
@@ -615,6 +620,7 @@ class _Sim:
             if env.now < start:
                 yield env.timeout(start - env.now)
             self.visit_start[v] = base = env.now
+            self.sending = True
             n = int(self.counts[v])
             if c.send_rate is None:
                 due = np.zeros(n)
@@ -652,6 +658,7 @@ class _Sim:
         self.published[v] += m
         self.published_total += m
         if self.published[v] == self.counts[v]:
+            self.sending = False
             self.visit_published[v] = self.env.now
             self.published_event[v].succeed()
         arrived, self.arrival = self.arrival, self.env.event()
@@ -686,21 +693,33 @@ class _Sim:
         c, costs, env = self.config, self.costs, self.env
         F = c.filters_per_group
         commits = self.visibility == "commit"
+        # Alerts further apart than a long poll: every gap shows the end of the partition.
+        sparse = c.send_rate is not None and 1.0 / c.send_rate >= c.fetch_wait
         while True:
             batch = self._fetch(grp)
             if batch is None:
+                if math.isnan(grp.idle_since) or (self.sending and not sparse):
+                    grp.idle_since = env.now
                 if commits and grp.txn_alerts:
-                    # Caught up with an open transaction: commit once commit_idle has passed.
-                    wait = grp.txn_start + c.commit_idle - env.now
-                    if wait <= 0 or self.published_total == self.total:
+                    # librdkafka reports the end of a partition only when a long poll
+                    # (fetch_wait) comes back empty: a group reading a producer that is
+                    # still sending (alerts closer together than fetch_wait; the model's
+                    # chunks arrive further apart than the real alerts) never sees it and
+                    # commits by commit_interval alone (measured: 2 end events in a
+                    # 10,000-alert visit). Once it sees the end it commits when
+                    # commit_idle has passed since the last commit.
+                    due = max(grp.idle_since + c.fetch_wait, grp.txn_start + c.commit_idle)
+                    wait = due - env.now
+                    if wait <= 1e-12:
                         yield from self._commit(grp)
                         continue
+                elif self.published_total == self.total:
+                    return
                 else:
                     wait = c.fetch_wait
-                if self.published_total == self.total:
-                    return
                 yield env.any_of([self.arrival, env.timeout(min(wait, c.fetch_wait))])
                 continue
+            grp.idle_since = math.nan
             p, a, b, v = batch
             n = b - a
             if math.isnan(grp.first[v]):

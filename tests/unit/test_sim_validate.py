@@ -70,11 +70,45 @@ def test_pass_fractions_per_filter_and_visit_decide_where_outputs_stop() -> None
 def test_visit_committed_follows_the_last_alert() -> None:
     res = simulate(SMALL, COSTS)
     assert np.all(res.visit_committed >= res.visit_last)
-    # The commit comes at most commit_idle + commit CPU + commit_wait after the end.
-    assert np.all(res.visit_committed - res.visit_last
-                  <= SMALL.commit_idle + COSTS.commit + COSTS.commit_wait + 1e-6)
+    # Caught up, the group sees the end of the partition after one empty long poll
+    # (fetch_wait) and commits: at most that + commit CPU + commit_wait after the end.
+    after = res.visit_committed - res.visit_last
+    assert np.all(after <= SMALL.fetch_wait + COSTS.commit + COSTS.commit_wait + 1e-6)
+    # ... and not before that poll came back empty (visits are short: no
+    # commit_interval commit falls between the last alert and the end event).
+    assert np.all(after >= SMALL.fetch_wait - 1e-6)
     batch = simulate(SMALL.with_(outputs_visible="batch"), COSTS)
     assert np.allclose(batch.visit_committed, batch.visit_last)
+
+
+def test_group_keeping_pace_with_a_sending_producer_commits_by_interval() -> None:
+    """While the producer sends, new alerts arrive within every long poll, so the group
+    never sees the end of the partition: it commits every commit_interval, plus once per
+    visit after the visit's end (as the real group did: ~10 commits per group per 4-s
+    visit in validation run b, not one per producer chunk)."""
+    from sim import model
+
+    paced = SMALL.with_(send_rate=1000.0, groups=1, commit_interval=0.5)  # 2-s sends
+    counted: list[float] = []
+    real_commit = model._Sim._commit
+
+    def commit(self: model._Sim, grp: model._Group) -> object:
+        counted.append(self.env.now)
+        return (yield from real_commit(self, grp))
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(model._Sim, "_commit", commit)
+    try:
+        res = simulate(paced, COSTS)
+    finally:
+        mp.undo()
+    per_visit = [sum(1 for t in counted if v * paced.interval <= t < (v + 1) * paced.interval)
+                 for v in range(paced.visits)]
+    send = paced.alerts_per_visit / 1000.0
+    # 2 s of sending at one commit per 0.5 s, and the one after the end: about 5.
+    assert all(send / paced.commit_interval <= n <= send / paced.commit_interval + 2
+               for n in per_visit), per_visit
+    assert np.all(res.visit_committed >= res.visit_last)
 
 
 def test_producer_prepares_the_next_visit_after_publishing() -> None:

@@ -81,7 +81,7 @@ LOOP_FILTERS = 20
 # Alerts timed per repeat: ~380 MB of realistic alerts, ~20 MB of small ones.
 DEFAULT_ALERTS = {"realistic": 3000, "dmtn081": 10000}
 _WARMUP = 100
-_COMMITS = 20
+_COMMITS = 40  # per spread: 20 left the broker CPU per commit +-60% between repeats
 _COMMIT_GAP = 0.3
 _OUTPUTS_PER_TXN = 10
 _READS = 4
@@ -372,7 +372,7 @@ def measure_kafka_costs(
     *,
     broker_pid: int | None = None,
     alerts: dict[str, int] | int | None = None,
-    repeats: int = 3,
+    repeats: int = 5,
     outputs: int = 400,
     commits: int = _COMMITS,
     warm_up: int = 15_000,

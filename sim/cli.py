@@ -162,13 +162,12 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
                 "local Kafka for it")
     option(cal, "--kafka-alerts", default=None, type=positive_int,
            help="alerts timed per Kafka pass (default: 3000 realistic, 10000 dmtn081)")
-    option(cal, "--kafka-repeats", default=3, type=positive_int,
+    option(cal, "--kafka-repeats", default=5, type=positive_int,
            help="Kafka passes per profile (the median is kept)")
     option(cal, "--steady-memory", flag=True,
-           help="with --kafka, on a VM whose host takes back freed memory (free page "
-                "reporting): turn that off for the run and touch the free memory once "
-                "first, so Kafka's and the producer's costs hold still (root; see "
-                "broker/hostmem.py)")
+           help="on a VM whose host takes back freed memory (free page reporting): turn "
+                "that off for the run and touch the free memory once first, so the costs "
+                "hold still (root; see broker/hostmem.py)")
     _add_costs_options(cal)
     cal.set_defaults(sim_handler=_calibrate)
 
@@ -256,15 +255,27 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     overrides = dict(args.cost or [])
     profiles = PROFILES if args.profile == "all" else (args.profile,)
-    # Decode, filter and serialisation first, in a fresh process: after the Kafka part has
-    # pushed gigabytes of alerts through this process, its heap makes them slower.
-    measured = {}
-    for profile in profiles:
-        log.info("measuring %s costs on %d alerts", profile, args.alerts)
-        measured[profile] = measure_costs(
-            profile, base=calibration.profiles.get(profile, Costs()), alerts=args.alerts,
-            repeats=args.repeats, kafka=overrides)
-    kafka_measured = _measure_kafka(args, profiles) if getattr(args, "kafka", None) else {}
+    from broker import hostmem
+
+    steady = bool(getattr(args, "steady_memory", False))
+    if not steady:
+        pr = hostmem.page_reporting()
+        if pr is not None and pr.active:
+            log.warning("this machine hands freed memory back to its VM host (free page "
+                        "reporting): the costs of everything that allocates vary with it, "
+                        "Kafka's and the producer's 2-4x; --steady-memory (root) holds "
+                        "them still")
+    # Every measurement inside the memory state: decoding allocates too.
+    with hostmem.memory_state(steady):
+        # Decode, filter and serialisation first, in a fresh process: after the Kafka part
+        # has pushed gigabytes of alerts through this process, its heap makes them slower.
+        measured = {}
+        for profile in profiles:
+            log.info("measuring %s costs on %d alerts", profile, args.alerts)
+            measured[profile] = measure_costs(
+                profile, base=calibration.profiles.get(profile, Costs()), alerts=args.alerts,
+                repeats=args.repeats, kafka=overrides)
+        kafka_measured = _measure_kafka(args, profiles) if getattr(args, "kafka", None) else {}
     rows = []
     for profile in profiles:
         base = calibration.profiles.get(profile, Costs())
@@ -330,25 +341,17 @@ def _loop_overhead(costs: Costs, loop: float) -> tuple[Costs, str]:
 
 def _measure_kafka(args: argparse.Namespace, profiles: tuple[str, ...]) -> dict[str, Any]:
     """Kafka-measured costs per profile (sim.calibrate_kafka), on --kafka's broker."""
-    from broker import hostmem
     from sim.calibrate_kafka import kafka_for_calibration, measure_kafka_costs
 
     command = f"minibroker sim calibrate --profile {args.profile} --kafka {args.kafka}"
     if args.kafka_alerts:
         command += f" --kafka-alerts {args.kafka_alerts}"
-    if args.kafka_repeats != 3:
+    if args.kafka_repeats != 5:
         command += f" --kafka-repeats {args.kafka_repeats}"
-    steady = bool(getattr(args, "steady_memory", False))
-    if steady:
+    if getattr(args, "steady_memory", False):
         command += " --steady-memory"
-    else:
-        pr = hostmem.page_reporting()
-        if pr is not None and pr.active:
-            log.warning("this machine hands freed memory back to its VM host (free page "
-                        "reporting): Kafka's and the producer's costs vary 2-4x with it; "
-                        "--steady-memory (root) holds them still")
     try:
-        with hostmem.memory_state(steady), kafka_for_calibration(args.kafka) as (bootstrap, pid):
+        with kafka_for_calibration(args.kafka) as (bootstrap, pid):
             log.info("measuring Kafka costs on %s (broker pid %s)", bootstrap, pid)
             return measure_kafka_costs(bootstrap, profiles, broker_pid=pid,
                                        alerts=args.kafka_alerts, repeats=args.kafka_repeats,

@@ -667,10 +667,7 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
     option(parser, "--output", default="BENCHMARKS.md", type=Path, help="report file")
     option(parser, "--workdir", default="/tmp/minibroker-bench", type=Path,
            help="Kafka data and logs (1.3 GB per full-scale visit; removed after each run)")
-    option(parser, "--steady-memory", flag=True,
-           help="on a VM whose host takes back freed memory (free page reporting), turn "
-                "that off for the run and touch the free memory once first, so memory "
-                "costs hold still (root; see broker/hostmem.py)")
+    hostmem.add_option(parser)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -688,8 +685,8 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown scenario(s) {unknown}; choose from {', '.join(SCENARIOS)}")
     results: list[ScenarioResult] = []
     alerting: AlertingResult | None = None
-    with hostmem.memory_state(getattr(args, "steady_memory", False)) as steady:
-        memory = steady.describe() if steady is not None else None
+    with hostmem.memory_state(getattr(args, "steady_memory", False)) as state:
+        memory = state.describe()
         for name in names:
             if name == "alerting":
                 alerting = run_alerting(args.workdir, healthy_visits=args.bench_visits or 10,

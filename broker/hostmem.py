@@ -25,13 +25,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "PageReporting",
     "SteadyMemory",
+    "add_option",
     "memory_state",
     "page_reporting",
     "prefault",
+    "reported_between",
+    "reported_kib",
     "steady_memory",
 ]
 
@@ -75,10 +79,7 @@ def page_reporting(params: Path = PARAMS, buddyinfo: Path = BUDDYINFO
         max_order = _max_order(buddyinfo)
     except (OSError, ValueError):
         return None
-    reported: int | None = None
-    with contextlib.suppress(OSError, ValueError):
-        reported = int((params / "reported_kib").read_text())
-    return PageReporting(order, max_order, reported)
+    return PageReporting(order, max_order, reported_kib(params))
 
 
 def available_bytes(meminfo: Path = MEMINFO) -> int:
@@ -115,25 +116,31 @@ def prefault(leave_free: int = 2 * GIB, chunk: int = 256 * 2**20,
 
 @dataclass
 class SteadyMemory:
-    """What :func:`steady_memory` did, for reports."""
+    """What :func:`steady_memory` did (or, with ``held=False``, what :func:`memory_state`
+    left as found), for reports."""
 
     before: PageReporting | None
     params: Path = PARAMS
+    held: bool = True
     touched: int = 0
     seconds: float = 0.0
     reported_at_start: int | None = None
 
     def reported_since(self) -> int | None:
         """KiB handed back to the host since the measurement started (None: unknown)."""
-        now = page_reporting(self.params)
-        if now is None or now.reported_kib is None or self.reported_at_start is None:
+        now = reported_kib(self.params)
+        if now is None or self.reported_at_start is None:
             return None
-        return now.reported_kib - self.reported_at_start
+        return now - self.reported_at_start
 
     def describe(self) -> str:
         """One sentence for a report."""
         if self.before is None:
             return "no free page reporting on this machine (its memory stays backed)"
+        if not self.held and self.before.active:
+            return (f"left as found: free page reporting on (page_reporting_order "
+                    f"{self.before.order}), so the VM host takes back freed memory and "
+                    f"Kafka's and the producer's costs vary with it")
         if not self.before.active:
             return (f"free page reporting already off (page_reporting_order "
                     f"{self.before.order} > {self.before.max_order})")
@@ -141,6 +148,19 @@ class SteadyMemory:
                 f"{self.before.order} -> {self.before.max_order + 1}) and "
                 f"{self.touched / GIB:.1f} GiB of free memory touched once "
                 f"({self.seconds:.0f} s) before it")
+
+
+def reported_kib(params: Path = PARAMS) -> int | None:
+    """KiB handed back to the host since boot, where the kernel counts it."""
+    try:
+        return int((params / "reported_kib").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def reported_between(before: int | None, after: int | None) -> int | None:
+    """KiB handed back between two readings of :func:`reported_kib` (None: unknown)."""
+    return None if before is None or after is None else after - before
 
 
 def _write_order(params: Path, order: int) -> None:
@@ -153,15 +173,15 @@ def _write_order(params: Path, order: int) -> None:
 
 
 @contextlib.contextmanager
-def steady_memory(params: Path = PARAMS, *, leave_free: int = 2 * GIB,
-                  touch: bool = True) -> Iterator[SteadyMemory]:
+def steady_memory(params: Path = PARAMS, buddyinfo: Path = BUDDYINFO, *,
+                  leave_free: int = 2 * GIB, touch: bool = True) -> Iterator[SteadyMemory]:
     """Within the block, freed memory stays with this machine and is backed by the host.
 
     Turns free page reporting off (if it is on), touches the free memory once (``touch``)
     and restores the previous ``page_reporting_order`` on exit. Raises PermissionError
     with what to do when the setting cannot be written.
     """
-    before = page_reporting(params)
+    before = page_reporting(params, buddyinfo)
     state = SteadyMemory(before, params)
     changed = False
     try:
@@ -177,8 +197,7 @@ def steady_memory(params: Path = PARAMS, *, leave_free: int = 2 * GIB,
                 leave_free, progress=lambda b, s: log.info("  %.0f GiB touched, %.0f s",
                                                            b / GIB, s))
             log.info("touched %.1f GiB in %.1f s", state.touched / GIB, state.seconds)
-        now = page_reporting(params)
-        state.reported_at_start = now.reported_kib if now is not None else None
+        state.reported_at_start = reported_kib(params)
         yield state
     finally:
         if changed and before is not None:
@@ -188,19 +207,41 @@ def steady_memory(params: Path = PARAMS, *, leave_free: int = 2 * GIB,
                          before.order)
 
 
+def add_option(parser: Any) -> None:
+    """The ``--steady-memory`` option of the measuring commands (calibrate, validate,
+    bench); its value is ``args.steady_memory``."""
+    from broker.options import option
+
+    option(parser, "--steady-memory", flag=True, dest="steady_memory",
+           help="on a VM whose host takes back freed memory (free page reporting), turn "
+                "that off for the run and touch the free memory once first, so memory "
+                "costs hold still (root; see broker/hostmem.py)")
+
+
 @contextlib.contextmanager
-def memory_state(steady: bool) -> Iterator[SteadyMemory | None]:
-    """For a measuring command's ``--steady-memory``: :func:`steady_memory` when
-    ``steady`` (yields its state), else nothing (yields None). A setting that cannot be
-    changed is a :class:`broker.options.UsageError` (one line, what to do)."""
+def memory_state(steady: bool, params: Path = PARAMS, buddyinfo: Path = BUDDYINFO
+                 ) -> Iterator[SteadyMemory]:
+    """The memory state a measuring command runs in, for its report.
+
+    With ``steady`` (``--steady-memory``): :func:`steady_memory`, a setting that cannot be
+    changed being a :class:`broker.options.UsageError` (one line, what to do). Without:
+    the machine as found, with a warning when its host takes back freed memory.
+    """
     from broker.options import UsageError
 
     if not steady:
-        yield None
+        state = SteadyMemory(page_reporting(params, buddyinfo), params, held=False,
+                             reported_at_start=reported_kib(params))
+        if state.before is not None and state.before.active:
+            log.warning("this machine hands freed memory back to its VM host (free page "
+                        "reporting): everything that allocates, Kafka and the producer "
+                        "most (2-4x), will vary with it; --steady-memory (root) holds it "
+                        "still")
+        yield state
         return
     with contextlib.ExitStack() as stack:
         try:
-            state = stack.enter_context(steady_memory())
+            state = stack.enter_context(steady_memory(params, buddyinfo))
         except PermissionError as exc:
             raise UsageError(str(exc)) from None
         yield state

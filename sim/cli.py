@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
+from broker import hostmem
 from broker.options import (
     UsageError,
     non_negative_float,
@@ -164,10 +165,7 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
            help="alerts timed per Kafka pass (default: 3000 realistic, 10000 dmtn081)")
     option(cal, "--kafka-repeats", default=5, type=positive_int,
            help="Kafka passes per profile (the median is kept)")
-    option(cal, "--steady-memory", flag=True,
-           help="on a VM whose host takes back freed memory (free page reporting): turn "
-                "that off for the run and touch the free memory once first, so the costs "
-                "hold still (root; see broker/hostmem.py)")
+    hostmem.add_option(cal)
     _add_costs_options(cal)
     cal.set_defaults(sim_handler=_calibrate)
 
@@ -255,18 +253,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     overrides = dict(args.cost or [])
     profiles = PROFILES if args.profile == "all" else (args.profile,)
-    from broker import hostmem
-
-    steady = bool(getattr(args, "steady_memory", False))
-    if not steady:
-        pr = hostmem.page_reporting()
-        if pr is not None and pr.active:
-            log.warning("this machine hands freed memory back to its VM host (free page "
-                        "reporting): the costs of everything that allocates vary with it, "
-                        "Kafka's and the producer's 2-4x; --steady-memory (root) holds "
-                        "them still")
     # Every measurement inside the memory state: decoding allocates too.
-    with hostmem.memory_state(steady):
+    with hostmem.memory_state(bool(getattr(args, "steady_memory", False))):
         # Decode, filter and serialisation first, in a fresh process: after the Kafka part
         # has pushed gigabytes of alerts through this process, its heap makes them slower.
         measured = {}

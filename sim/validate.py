@@ -57,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from broker import hostmem
 from sim.costs import Calibration, Costs
 from sim.model import Config
 from sim.predict import Measured, Prediction, compare, predict
@@ -399,7 +400,7 @@ def machine_busy() -> float:
 def run_pipeline(spec: Spec, bootstrap: str, kafka_pid: int | None = None,
                  workdir: Path | None = None) -> RunResult:
     """Run ``spec`` on the Kafka at ``bootstrap`` and return what was measured."""
-    from broker import hostmem, kafka_io
+    from broker import kafka_io
     from broker.filter_group import default_group_id
     from broker.pipeline import LocalPipeline, PipelineConfig, parse_fields
 
@@ -420,8 +421,7 @@ def run_pipeline(spec: Spec, bootstrap: str, kafka_pid: int | None = None,
     cpu: dict[str, float] = {}
     wall0 = time.time()
     busy0 = busy1 = math.nan
-    reporting0: Any = None
-    reporting1: Any = None
+    reported0 = reported1 = None
     try:
         pipe.start_kafka(bootstrap=bootstrap)
         services = pipe.start_groups()
@@ -433,7 +433,7 @@ def run_pipeline(spec: Spec, bootstrap: str, kafka_pid: int | None = None,
             sampler.watch(svc.name, svc.proc.pid)
         sampler.watch("kafka", kafka_pid)
         wall0, busy0 = time.time(), machine_busy()
-        reporting0 = hostmem.page_reporting()
+        reported0 = hostmem.reported_kib()
         producer = pipe.start_producer([
             "--profile", spec.profile, "--alerts-per-visit", str(N),
             "--interval", f"{interval:g}", "--visits", str(V),
@@ -481,7 +481,7 @@ def run_pipeline(spec: Spec, bootstrap: str, kafka_pid: int | None = None,
             sampler.stop()
             cpu = sampler.cpu_used()
         busy1 = machine_busy()
-        reporting1 = hostmem.page_reporting()
+        reported1 = hostmem.reported_kib()
         pipe.stop()
         with contextlib.suppress(Exception):
             for fut in kafka_io.admin(bootstrap).delete_topics(
@@ -498,16 +498,10 @@ def run_pipeline(spec: Spec, bootstrap: str, kafka_pid: int | None = None,
         cpu=cpu, wall=wall,
         cpu_series=sampler.cpu_rows if sampler is not None else [],
         other_cpu=other,
-        reported_kib=_reported_between(reporting0, reporting1),
+        reported_kib=hostmem.reported_between(reported0, reported1),
     )
     analyse(run)
     return run
-
-
-def _reported_between(before: Any, after: Any) -> int | None:
-    if before is None or after is None or None in (before.reported_kib, after.reported_kib):
-        return None
-    return int(after.reported_kib - before.reported_kib)
 
 
 def analyse(run: RunResult) -> None:
@@ -814,10 +808,7 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
            help="print the table, write nothing")
     option(parser, "--json", default=None, type=Path, dest="validate_json",
            help="also write every measured and predicted series to this JSON file")
-    option(parser, "--steady-memory", flag=True, dest="steady_memory",
-           help="on a VM whose host takes back freed memory (free page reporting), turn "
-                "that off for the run and touch the free memory once first, so memory "
-                "costs hold still (root; see broker/hostmem.py)")
+    hostmem.add_option(parser)
 
 
 @contextlib.contextmanager
@@ -857,25 +848,9 @@ def _command(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-def _memory_warning() -> str | None:
-    """What to say of the memory state when it was left as found."""
-    from broker import hostmem
-
-    pr = hostmem.page_reporting()
-    if pr is None or not pr.active:
-        return None
-    log.warning("this machine hands freed memory back to its VM host (free page "
-                "reporting): Kafka's and the producer's CPU per alert will vary 2-4x "
-                "with it; --steady-memory (root) holds it still")
-    return ("left as found: free page reporting on (page_reporting_order "
-            f"{pr.order}), so the VM host takes back freed memory and Kafka's and the "
-            "producer's costs vary with it (see *host took*)")
-
-
 def main(args: argparse.Namespace) -> int:
     """Run the configurations, predict them and write the table. 0 when both bars are
     met, 1 otherwise (the table is written either way)."""
-    from broker import hostmem
     from broker.options import UsageError
 
     table = QUICK_CONFIGS if args.validate_quick else CONFIGS
@@ -899,9 +874,9 @@ def main(args: argparse.Namespace) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="minibroker-validate-"))
     memory: str | None = None
     try:
-        with hostmem.memory_state(getattr(args, "steady_memory", False)) as steady, \
+        with hostmem.memory_state(getattr(args, "steady_memory", False)) as state, \
                 _kafka(args.validate_bootstrap) as (bootstrap, pid):
-            memory = steady.describe() if steady is not None else _memory_warning()
+            memory = state.describe()
             log.info("validating on Kafka %s (pid %s): %s", bootstrap, pid,
                      ", ".join(s.key for s in specs))
             log.info("warming the broker up")

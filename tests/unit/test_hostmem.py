@@ -38,13 +38,9 @@ def test_no_reporting_module_is_none(tmp_path: Path) -> None:
     assert hostmem.page_reporting(tmp_path / "absent", tmp_path / "absent") is None
 
 
-def test_steady_memory_turns_reporting_off_and_restores_it(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
+def test_steady_memory_turns_reporting_off_and_restores_it(tmp_path: Path) -> None:
     params, buddy = _tree(tmp_path)
-    monkeypatch.setattr(hostmem, "BUDDYINFO", buddy)
-    monkeypatch.setattr(hostmem, "_max_order", lambda b=buddy: 10)
-    with hostmem.steady_memory(params, touch=False) as state:
+    with hostmem.steady_memory(params, buddy, touch=False) as state:
         assert (params / "page_reporting_order").read_text().strip() == "11"
         assert state.reported_at_start == 1000
         (params / "reported_kib").write_text("5096\n")
@@ -53,19 +49,16 @@ def test_steady_memory_turns_reporting_off_and_restores_it(tmp_path: Path,
     assert (params / "page_reporting_order").read_text().strip() == "9"
 
 
-def test_steady_memory_restores_after_an_error(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_steady_memory_restores_after_an_error(tmp_path: Path) -> None:
     params, buddy = _tree(tmp_path, order=5)
-    monkeypatch.setattr(hostmem, "_max_order", lambda b=buddy: 10)
-    with pytest.raises(RuntimeError), hostmem.steady_memory(params, touch=False):
+    with pytest.raises(RuntimeError), hostmem.steady_memory(params, buddy, touch=False):
         raise RuntimeError("the measurement failed")
     assert (params / "page_reporting_order").read_text().strip() == "5"
 
 
-def test_already_off_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_already_off_is_left_alone(tmp_path: Path) -> None:
     params, buddy = _tree(tmp_path, order=11, reported=None)
-    monkeypatch.setattr(hostmem, "_max_order", lambda b=buddy: 10)
-    with hostmem.steady_memory(params, touch=False) as state:
+    with hostmem.steady_memory(params, buddy, touch=False) as state:
         assert state.reported_since() is None
         assert "already off" in state.describe()
     assert (params / "page_reporting_order").read_text().strip() == "11"
@@ -74,7 +67,6 @@ def test_already_off_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_unwritable_setting_says_what_to_do(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     params, buddy = _tree(tmp_path)
-    monkeypatch.setattr(hostmem, "_max_order", lambda b=buddy: 10)
 
     def refuse(_params: Path, _order: int) -> None:
         raise PermissionError("cannot write page_reporting_order: turning free page "
@@ -83,7 +75,7 @@ def test_unwritable_setting_says_what_to_do(tmp_path: Path,
 
     monkeypatch.setattr(hostmem, "_write_order", refuse)
     with pytest.raises(PermissionError, match="needs root"), \
-            hostmem.steady_memory(params, touch=False):
+            hostmem.steady_memory(params, buddy, touch=False):
         pass
 
 

@@ -6,10 +6,16 @@
 (:func:`broker.kafka_io.producer` and :func:`broker.kafka_io.consumer`, with the settings
 every service uses) on generated alerts of each profile and times:
 
-- ``producer_kafka`` (becomes ``producer_send`` together with the serialisation
-  measured by :mod:`sim.calibrate`): CPU of this process per alert sent the way
-  ``broker.producer`` sends (visit header, delivery callback, ``poll(0)``, ``flush``),
-  librdkafka's threads and the kernel's share of the socket writes included;
+- ``producer_kafka`` (becomes ``producer_send``; the serialisation is
+  ``producer_prepare``, measured by :mod:`sim.calibrate`): CPU of this process per alert
+  sent the way ``broker.producer`` sends (visit header, delivery callback, ``poll(0)``,
+  ``flush``), librdkafka's threads and the kernel's share of the socket writes included,
+  while two reader processes read the alerts as they arrive, as a pipeline's groups do
+  (the cost with no readers is kept as the diagnostic ``producer_alone``);
+- ``consume_tail``: those readers' own CPU per alert;
+- ``broker_out_tail``: the broker's CPU per alert served to each of those readers (its
+  CPU over that send, less ``broker_in``, halved): many small fetches per alert, against
+  ``broker_out``'s large fetches of a backlog;
 - ``consume``: CPU of this process per alert read the way ``broker.filter_group`` reads
   (``consume(1000, 0.1)`` with ``read_committed``, then the message accessors it calls);
 - ``produce``: CPU per output alert written by a transactional producer the way a filter
@@ -64,6 +70,7 @@ __all__ = [
     "kafka_for_calibration",
     "machine_summary",
     "measure_kafka_costs",
+    "measure_stream_costs",
     "warm_broker",
 ]
 
@@ -71,11 +78,13 @@ log = logging.getLogger(__name__)
 
 # The costs this module measures (``producer_kafka`` is handed to sim.calibrate, which
 # adds the serialisation cost to give ``producer_send``).
-KAFKA_COSTS = ("producer_kafka", "consume", "produce", "commit", "commit_wait",
-               "broker_in", "broker_out", "broker_commit", "broker_marker")
+KAFKA_COSTS = ("producer_kafka", "consume", "consume_tail", "produce", "commit",
+               "commit_wait",
+               "broker_in", "broker_out", "broker_out_tail", "broker_commit",
+               "broker_marker")
 # ``group_loop``: CPU per alert of the whole filter-group process on a backlog (see
 # :func:`measure_group_loop`); the calibration turns it into ``group_overhead``.
-_DIAGNOSTICS: tuple[str, ...] = ("group_loop",)
+_DIAGNOSTICS: tuple[str, ...] = ("group_loop", "producer_alone")
 LOOP_FILTERS = 20
 
 # Alerts timed per repeat: ~380 MB of realistic alerts, ~20 MB of small ones.
@@ -85,6 +94,11 @@ _COMMITS = 40  # per spread: 20 left the broker CPU per commit +-60% between rep
 _COMMIT_GAP = 0.3
 _OUTPUTS_PER_TXN = 10
 _READS = 4
+# What :func:`measure_stream_costs` re-measures: the costs that follow the alerts' bytes
+# through the producer, the broker and a reader, the ones that drift most on a VM.
+STREAM_COSTS = ("producer_kafka", "broker_in", "consume", "consume_tail", "broker_out",
+                "broker_out_tail")
+_TAILS = 2  # consumers reading as the alerts arrive, for broker_out_tail
 
 
 @dataclass
@@ -449,11 +463,18 @@ def measure_kafka_costs(
             m.notes = {
                 "producer_kafka": f"{where}: CPU of the sending process per alert, "
                     f"broker.kafka_io.producer() sending {n} {profile} alerts "
-                    f"({size / 1000:.1f} kB) like broker.producer (range "
-                    f"{spread['producer_kafka']})",
+                    f"({size / 1000:.1f} kB) like broker.producer while {_TAILS} reader "
+                    f"processes read them as they arrived, as a pipeline's groups do "
+                    f"(range {spread['producer_kafka']}; with no readers "
+                    f"{_median(samples['producer_alone']):.3g}, range "
+                    f"{spread['producer_alone']})",
                 "consume": f"{where}: CPU of the reading process per alert, "
                     f"broker.kafka_io.consumer() (read_committed, consume(1000)) reading {n} "
                     f"{profile} alerts like broker.filter_group (range {spread['consume']})",
+                "consume_tail": f"{where}: CPU per alert of each of {_TAILS} reader "
+                    f"processes reading {n} {profile} alerts from the end of the topic as "
+                    f"the producer sent them, with a filter group's accessors (range "
+                    f"{spread['consume_tail']})",
                 "produce": f"{where}: CPU per output of a transactional "
                     f"broker.kafka_io.producer() writing {outputs} {profile} outputs with "
                     f"group headers to 20 topics, commit CPU subtracted (range "
@@ -482,6 +503,12 @@ def measure_kafka_costs(
                     f"transaction (its commit marker): commits of {_OUTPUTS_PER_TXN} "
                     f"outputs to {_OUTPUTS_PER_TXN} topics against to 1 topic, "
                     f"{commits} each (range {spread['broker_marker']})")
+                m.notes["broker_out_tail"] = (
+                    f"{where}: Kafka java process CPU per {profile} alert served to each of "
+                    f"{_TAILS} reader processes reading the alerts while the producer "
+                    f"sent {n}, "
+                    f"the append cost (broker_in) subtracted (range "
+                    f"{spread['broker_out_tail']})")
                 m.notes["broker_out"] = (
                     f"{where}: Kafka java process CPU (psutil user+system, idle rate "
                     f"subtracted) per {profile} alert served to one read_committed consumer, "
@@ -497,26 +524,68 @@ def measure_kafka_costs(
     return results
 
 
-def _measure_once(bootstrap: str, broker: _BrokerClock, topic: str, outs: list[str],
-                  state_topic: str, data: list[bytes], n: int, outputs: int, commits: int,
-                  group: str, reads: int = _READS) -> dict[str, float]:
-    from confluent_kafka import TopicPartition
+def measure_stream_costs(bootstrap: str, data: Sequence[bytes], *,
+                         broker_pid: int | None = None, repeats: int = 3,
+                         warmup: int = _WARMUP) -> dict[str, list[float]]:
+    """Re-measure :data:`STREAM_COSTS` on a broker that is already warm: every repeat's
+    value per cost (a discarded pass first), for a validation that wants the costs of the
+    minute it runs in rather than those of the calibration file's day.
 
+    ``data``: the alerts to send, ``warmup`` of them first on each fresh producer. The
+    topics are created with unique names and deleted afterwards. The broker costs are
+    left out when its process cannot be found.
+    """
     from broker import kafka_io
 
-    acked = [0]
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if len(data) <= warmup:
+        raise ValueError(f"need more than {warmup} alerts, got {len(data)}")
+    broker = _BrokerClock(find_broker_pid(bootstrap) if broker_pid is None else broker_pid)
+    run_id = uuid.uuid4().hex[:8]
+    created: list[str] = []
+    samples: dict[str, list[float]] = {k: [] for k in STREAM_COSTS
+                                       if broker.known or not k.startswith("broker_")}
+    try:
+        for rep in range(repeats + 1):
+            topic = f"sim-spot-{run_id}-{rep}"
+            kafka_io.ensure_topics(bootstrap, [topic])
+            created.append(topic)
+            cons = kafka_io.consumer(bootstrap, f"sim-spot-{run_id}-reader")
+            try:
+                one = _measure_stream(bootstrap, broker, topic, list(data), len(data) - warmup,
+                                      cons, warmup)
+            finally:
+                cons.close()
+            gc.collect()
+            if rep:
+                for k in samples:
+                    samples[k].append(one[k])
+    finally:
+        with contextlib.suppress(Exception):
+            futures = kafka_io.admin(bootstrap).delete_topics(created, operation_timeout=30)
+            for fut in futures.values():
+                with contextlib.suppress(Exception):
+                    fut.result()
+    return samples
+
+
+def _measure_stream(bootstrap: str, broker: _BrokerClock, topic: str, data: list[bytes],
+                    n: int, cons: Any, warmup: int = _WARMUP, reads: int = _READS
+                    ) -> dict[str, float]:
+    """The producer's and one reader's costs per alert, and the broker's under each."""
+    from broker import kafka_io
 
     def on_delivery(err: Any, _msg: Any) -> None:
-        if err is None:
-            acked[0] += 1
+        pass
 
     out: dict[str, float] = {}
     # -- the producer: warm up (connection, metadata, idempotence), then time n sends.
     prod = kafka_io.producer(bootstrap)
-    _produce_all(prod, topic, data[:_WARMUP], 1, on_delivery)
+    _produce_all(prod, topic, data[:warmup], 1, on_delivery)
     idle = broker.idle_rate(2.0)
     with _Window(broker, idle) as w:
-        _produce_all(prod, topic, data[_WARMUP:], 1, on_delivery)
+        _produce_all(prod, topic, data[warmup:warmup + n], 1, on_delivery)
     del prod
     gc.collect()
     out["producer_kafka"] = w.cpu / n
@@ -525,16 +594,113 @@ def _measure_once(bootstrap: str, broker: _BrokerClock, topic: str, outs: list[s
     # -- a consumer reading like a filter group (assign: no rebalance in the window),
     # the topic read ``reads`` times over so the broker's small serving cost stands out
     # of psutil's 10-ms clock ticks.
-    cons = kafka_io.consumer(bootstrap, f"{group}-reader")
     cons.list_topics(topic, timeout=10)
-    _consume_all(cons, topic, 0, _WARMUP, 60)
+    _consume_all(cons, topic, 0, warmup, 60)
     idle = broker.idle_rate(0.5)
     with _Window(broker, idle) as w:
         for _ in range(reads):
-            _consume_all(cons, topic, _WARMUP, n, 120)
+            _consume_all(cons, topic, warmup, n, 120)
     out["consume"] = w.cpu / (n * reads)
     out["broker_out"] = w.broker_cpu / (n * reads)
     gc.collect()
+    out["producer_alone"] = out["producer_kafka"]
+    out["producer_kafka"], out["broker_out_tail"], out["consume_tail"] = _tail_cost(
+        bootstrap, broker, topic, data[warmup:warmup + n], out["broker_in"])
+    return out
+
+
+def _tail_cost(bootstrap: str, broker: _BrokerClock, topic: str, data: Sequence[bytes],
+               broker_in: float, tails: int = _TAILS) -> tuple[float, float, float]:
+    """The costs of a producer with ``tails`` readers behind it, as in a pipeline whose
+    groups keep pace: ``(producer CPU per alert, broker CPU per alert served to each
+    reader, a reader's CPU per alert)``, the broker's less its append cost
+    ``broker_in``.
+
+    The readers are separate processes (:func:`tail_main`), as groups are. Whether they
+    raise the producer's own CPU per alert is not settled on a 2-core VM: 1.1-2.3x in
+    three ad-hoc repeats, 0.5-1.4x in the five of the 2026-12-02 calibration.
+    """
+    import subprocess
+    import sys
+
+    from broker import kafka_io
+
+    n = len(data)
+    target = f"{topic}-tail"
+    kafka_io.ensure_topics(bootstrap, [target])
+    readers: list[subprocess.Popen[str]] = []
+    try:
+        for _ in range(tails):
+            proc = subprocess.Popen([sys.executable, "-m", "sim.calibrate_kafka", "tail",
+                                     bootstrap, target, str(n)],
+                                    stdout=subprocess.PIPE, text=True)
+            readers.append(proc)
+            if proc.stdout is None or proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a tail reader did not start")
+        prod = kafka_io.producer(bootstrap)
+        idle = broker.idle_rate(1.0)
+        with _Window(broker, idle) as w:
+            _produce_all(prod, target, data, 1, lambda _e, _m: None)
+        del prod
+        reader_cpu = 0.0
+        for proc in readers:
+            out, _ = proc.communicate(timeout=120)
+            last = out.split()[-2:]
+            if proc.returncode != 0 or len(last) != 2 or int(last[0]) < n:
+                raise RuntimeError(f"a tail reader read {out.strip()!r} of {n} alerts")
+            reader_cpu += float(last[1])
+    finally:
+        for proc in readers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        with contextlib.suppress(Exception):
+            for fut in kafka_io.admin(bootstrap).delete_topics(
+                    [target], operation_timeout=30).values():
+                fut.result()
+    tail = max(0.0, w.broker_cpu / n - broker_in) / tails if broker.known else 0.0
+    return w.cpu / n, tail, reader_cpu / (n * tails)
+
+
+def tail_main(bootstrap: str, topic: str, count: int, timeout: float = 120.0) -> int:
+    """A tail reader for :func:`_tail_cost`: read ``count`` alerts of ``topic`` from its
+    end as they arrive, the way a filter group polls; print ``ready`` once fetching and
+    the number read at the end."""
+    from confluent_kafka import OFFSET_END, TopicPartition
+
+    from broker import kafka_io
+
+    cons = kafka_io.consumer(bootstrap, f"{topic}-{uuid.uuid4().hex[:6]}")
+    got = 0
+    try:
+        cons.assign([TopicPartition(topic, 0, OFFSET_END)])
+        cons.consume(1, 0.5)  # connected and long-polling before the producer starts
+        print("ready", flush=True)
+        deadline = time.monotonic() + timeout
+        cpu0 = time.process_time()
+        while got < count and time.monotonic() < deadline:
+            for msg in cons.consume(1000, 0.1):
+                if msg.error() is None:
+                    # The accessors a filter group calls on every message.
+                    msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.timestamp()
+                    msg.value()
+                    got += 1
+        cpu = time.process_time() - cpu0
+    finally:
+        cons.close()
+    print(f"{got} {cpu:.6f}", flush=True)
+    return 0
+
+
+def _measure_once(bootstrap: str, broker: _BrokerClock, topic: str, outs: list[str],
+                  state_topic: str, data: list[bytes], n: int, outputs: int, commits: int,
+                  group: str, reads: int = _READS) -> dict[str, float]:
+    from confluent_kafka import TopicPartition
+
+    from broker import kafka_io
+
+    cons = kafka_io.consumer(bootstrap, f"{group}-reader")
+    out = _measure_stream(bootstrap, broker, topic, data, n, cons, _WARMUP, reads)
     loop_cpu, loop_alerts, loop_commits = measure_group_loop(
         bootstrap, topic, _WARMUP + n, f"{group}-loop-{uuid.uuid4().hex[:6]}")
 
@@ -599,3 +765,11 @@ def _measure_once(bootstrap: str, broker: _BrokerClock, topic: str, outs: list[s
     del cons
     gc.collect()
     return out
+
+
+if __name__ == "__main__":  # the tail readers of _tail_cost
+    import sys
+
+    if len(sys.argv) != 5 or sys.argv[1] != "tail":
+        sys.exit("usage: python -m sim.calibrate_kafka tail BOOTSTRAP TOPIC COUNT")
+    sys.exit(tail_main(sys.argv[2], sys.argv[3], int(sys.argv[4])))

@@ -59,6 +59,9 @@ class Costs:
 
     consume: float = 3e-05
     """Per alert a consumer receives: librdkafka poll and copy of the value into Python."""
+    consume_tail: float = 0.0
+    """Per alert a filter group receives while it reads the alerts as they arrive (see
+    ``broker_out_tail``): more fetch responses and wake-ups per alert. 0: as ``consume``."""
     decode_source: float = 2e-05
     """Per alert, decoding only up to ``diaSource`` (filters that read no history)."""
     decode_history: float = 5.5e-04
@@ -91,7 +94,13 @@ class Costs:
     broker_in: float = 1e-04
     """Kafka broker CPU per message appended (input alerts and filtered outputs)."""
     broker_out: float = 2e-05
-    """Kafka broker CPU per message served to one consumer (each group, each user)."""
+    """Kafka broker CPU per message served to one consumer (each group, each user)
+    reading a backlog."""
+    broker_out_tail: float = 0.0
+    """Kafka broker CPU per message served to a group that reads the alerts as they
+    arrive (caught up with a sending producer): each fetch then returns only the latest
+    batch or two, so the broker handles many more fetch requests per alert. 0: as
+    ``broker_out``."""
     broker_commit: float = 0.0
     """Kafka broker CPU per transaction commit of a filter group (transaction log, the
     input offsets, the state record's marker)."""

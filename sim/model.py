@@ -20,7 +20,10 @@ published, before visit ``v + 1`` is due (the first visit's before the run start
 *Kafka*: each partition is an append-only log of alert timestamps; a chunk becomes
 visible after the broker's append thread has spent
 ``broker_in`` per alert on it; every alert served to a consumer costs the broker's fetch
-thread ``broker_out``. Each group keeps its own offsets (each group reads the full
+thread ``broker_out``, or ``broker_out_tail`` when the group takes everything up to the
+end of the log while the producer is still sending (it reads each batch as it lands,
+in many small fetches; the group then pays ``consume_tail`` per alert instead of
+``consume``). Each group keeps its own offsets (each group reads the full
 stream). *Fetch*: a consumer takes up to ``fetch_max`` available alerts of one partition
 (never across a visit boundary) as one job; when nothing is available it long-polls:
 it wakes when data arrives or after ``fetch_wait``.
@@ -719,6 +722,7 @@ class _Sim:
                     wait = c.fetch_wait
                 yield env.any_of([self.arrival, env.timeout(min(wait, c.fetch_wait))])
                 continue
+            waited = not math.isnan(grp.idle_since)  # it was at the end of the log
             grp.idle_since = math.nan
             p, a, b, v = batch
             n = b - a
@@ -729,10 +733,18 @@ class _Sim:
             last = grp.seen[v] == self.counts[v]
             outputs = self._outputs(grp, v, p, a, s, n)
             n_out = sum(len(t) for _, t in outputs)
-            self.broker_fetch.submit(n * costs.broker_out)
+            # Caught up with a producer that is still sending, a real consumer fetches
+            # each batch as it lands: many more fetch requests per alert than a backlog.
+            tail = (self.sending or waited) and b == self.log_end[p]
+            self.broker_fetch.submit(n * (costs.broker_out_tail if tail and
+                                          costs.broker_out_tail > 0 else costs.broker_out))
+            # The group's side of the same small fetches.
+            reading = (costs.consume_tail - costs.consume
+                       if tail and costs.consume_tail > 0 else 0.0)
             visit_work = costs.per_visit if last else 0.0
             if grp.pool is None:
-                work = (n * (grp.per_alert + F * costs.per_filter) + n_out * costs.produce
+                work = (n * (grp.per_alert + reading + F * costs.per_filter)
+                        + n_out * costs.produce
                         + visit_work)
                 yield self.cpu.run(self._jitter(work, n), grp.owner)
                 grp.consumed_total += n
@@ -741,7 +753,7 @@ class _Sim:
                                 or grp.txn_alerts >= c.commit_every):
                     yield from self._commit(grp)
             else:
-                parent = n * (grp.per_alert + F * costs.dispatch_parent) + visit_work
+                parent = n * (grp.per_alert + reading + F * costs.dispatch_parent) + visit_work
                 yield self.cpu.run(self._jitter(parent, n), grp.owner)
                 grp.consumed_total += n
                 workers = n * F * (costs.dispatch_worker + costs.per_filter) \

@@ -252,3 +252,32 @@ def test_group_latencies_are_subsampled_for_huge_runs() -> None:
     lat = res.group_latency[0]
     assert 50_000 <= lat.size <= 100_000
     assert res.keeps_up
+
+
+def test_groups_caught_up_with_a_sending_producer_pay_the_tail_serving_cost() -> None:
+    """Alerts a group reads as they arrive cost the broker broker_out_tail each; a backlog
+    read after the producer has finished costs broker_out."""
+    price = costs(broker_out=1e-5, broker_out_tail=1e-4, decode_source=1e-5)
+    # Paced sends the group keeps up with: every alert read at the end of the log.
+    pace = bare(send_rate=2000.0, visits=2, groups=2, outputs_visible="commit")
+    tailing = simulate(pace, price).cpu_seconds["kafka-fetch"]
+    assert tailing == pytest.approx(2 * 2 * 1000 * 1e-4, rel=1e-6)
+    # A group that starts after the visit was published reads a backlog.
+    slow = bare(visits=1, groups=1, send_rate=None, outputs_visible="commit",
+                fetch_max=100)
+    backlog = simulate(slow, costs(broker_out=1e-5, broker_out_tail=1e-4,
+                                   decode_source=1e-3)).cpu_seconds["kafka-fetch"]
+    assert backlog < 1000 * 1e-4 / 2
+    # Without a tail cost, serving is broker_out throughout.
+    plain = simulate(pace, costs(broker_out=1e-5, decode_source=1e-5))
+    assert plain.cpu_seconds["kafka-fetch"] == pytest.approx(2 * 2 * 1000 * 1e-5, rel=1e-6)
+
+
+def test_groups_caught_up_with_a_sending_producer_pay_consume_tail() -> None:
+    """A group reading as the alerts arrive pays consume_tail per alert instead of
+    consume; with consume_tail 0 it pays consume."""
+    pace = bare(send_rate=2000.0, visits=2, groups=1, outputs_visible="commit")
+    base = simulate(pace, costs(consume=1e-5)).cpu_seconds["group1"]
+    tail = simulate(pace, costs(consume=1e-5, consume_tail=5e-5)).cpu_seconds["group1"]
+    assert base == pytest.approx(2 * 1000 * 1e-5, rel=1e-6)
+    assert tail == pytest.approx(2 * 1000 * 5e-5, rel=1e-6)

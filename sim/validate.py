@@ -50,7 +50,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,7 @@ __all__ = [
     "main",
     "measured_verdict",
     "model_config",
+    "remeasure",
     "run_pipeline",
     "update_section",
     "workload",
@@ -588,6 +589,12 @@ class Outcome:
     row: dict[str, Any]
     metric_predicted: float
     metric_measured: float
+    remeasured: dict[str, list[float]] | None = None
+    """With ``--recalibrate``: every repeat of the costs re-measured just before the run
+    (:data:`sim.calibrate_kafka.STREAM_COSTS`, the producer's as ``producer_send``)."""
+    file_costs: Costs | None = None
+    file_visit_predicted: float = math.nan
+    """With ``--recalibrate``: the visit time the calibration file's costs predict."""
 
 
 def _listify(a: Any) -> Any:
@@ -638,6 +645,8 @@ def outcome_dict(o: Outcome) -> dict[str, Any]:
             "boundary_lag": _listify(res.boundary_lag),
             "cpu": res.cpu_seconds, "reasons": res.reasons,
         },
+        "remeasured": o.remeasured,
+        "file_visit_predicted": _listify(o.file_visit_predicted),
     }
 
 
@@ -666,6 +675,25 @@ def compare_run(spec: Spec, work: Workload, run: RunResult, costs: Costs,
     row = compare(spec.key, as_pred, measured)
     return Outcome(spec, work, run, pred, row, metric_predicted=pred.visit_seconds,
                    metric_measured=_nanmean(run.metric[:, skip:]))
+
+
+# Alerts per re-measurement pass: as the calibration times them (~380 MB realistic).
+SPOT_ALERTS = {"realistic": 3000, "dmtn081": 10_000}
+SPOT_REPEATS = 3
+
+
+def remeasure(costs: Costs, bootstrap: str, pid: int | None, profile: str,
+              repeats: int = SPOT_REPEATS) -> tuple[Costs, dict[str, list[float]]]:
+    """``costs`` with the stream costs re-measured now on the broker at ``bootstrap``
+    (median of ``repeats``), and every repeat's value by cost name."""
+    from broker.generator import generate_visit
+    from sim.calibrate_kafka import measure_stream_costs
+
+    data = generate_visit(1, SPOT_ALERTS.get(profile, 3000) + 100, profile=profile, seed=7)
+    samples = measure_stream_costs(bootstrap, data, broker_pid=pid, repeats=repeats)
+    named = {("producer_send" if k == "producer_kafka" else k): v for k, v in samples.items()}
+    medians = {k: float(np.median(v)) for k, v in named.items() if v}
+    return replace(costs, **medians), named
 
 
 def warmup_visits(spec: Spec) -> int:
@@ -749,6 +777,31 @@ def report(outcomes: Sequence[Outcome], *, command: str, machine: str, when: str
             f"{cpu_pred.get('producer', 0.0):.1f} / {run.cpu.get('producer', math.nan):.1f} | "
             f"{kafka_pred:.1f} / {run.cpu.get('kafka', math.nan):.1f} | "
             f"{groups_pred:.1f} / {groups_meas:.1f} | {other:.2f} | {took} | {run.wall:.0f} |")
+    spot = [o for o in outcomes if o.remeasured is not None and o.file_costs is not None]
+    if spot:
+        names = [k for k in ("producer_send", "broker_in", "consume", "consume_tail",
+                             "broker_out", "broker_out_tail")
+                 if any(k in (o.remeasured or {}) for o in spot)]
+        lines += ["", "Costs re-measured on the same broker just before each configuration "
+                  "(`--recalibrate`: the calibration's own producer, broker and reader code, "
+                  f"median of {SPOT_REPEATS} passes, us per alert: calibration file -> now, "
+                  "the passes' range in brackets), and the visit time the file's costs "
+                  "alone predict:", "",
+                  "| config | " + " | ".join(f"{n} us" for n in names)
+                  + " | visit s predicted, file costs | error, file costs |",
+                  "|" + " --- |" * (len(names) + 3)]
+        for o in spot:
+            cells = []
+            for n in names:
+                vals = (o.remeasured or {}).get(n) or []
+                now = float(np.median(vals)) if vals else math.nan
+                was = getattr(o.file_costs, n)
+                rng = f" [{1e6 * min(vals):.0f}-{1e6 * max(vals):.0f}]" if vals else ""
+                cells.append(f"{1e6 * was:.0f} -> {1e6 * now:.0f}{rng}")
+            m = o.row["visit_s_measured"]
+            lines.append(f"| {o.spec.key} | " + " | ".join(cells)
+                         + f" | {o.file_visit_predicted:.2f} | "
+                         f"{_pct(o.file_visit_predicted, m)} |")
     reasons = [(o.spec.key, "measured", r) for o in outcomes for r in o.run.reasons[:2]]
     reasons += [(o.spec.key, "predicted", r) for o in outcomes
                 for r in o.prediction.result.reasons[:2]]
@@ -808,6 +861,10 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
            help="print the table, write nothing")
     option(parser, "--json", default=None, type=Path, dest="validate_json",
            help="also write every measured and predicted series to this JSON file")
+    option(parser, "--recalibrate", flag=True, dest="validate_recalibrate",
+           help="before each configuration, re-measure the costs that drift most on a VM "
+                "(producer send, broker append, consume, broker serve) on the same broker "
+                "and predict with them; the report shows both predictions")
     hostmem.add_option(parser)
 
 
@@ -843,6 +900,8 @@ def _command(args: argparse.Namespace) -> str:
         parts.append(f"--calibration {args.calibration}")
     if str(args.validate_output) != "BENCHMARKS.md":
         parts.append(f"--output {args.validate_output}")
+    if getattr(args, "validate_recalibrate", False):
+        parts.append("--recalibrate")
     if getattr(args, "steady_memory", False):
         parts.append("--steady-memory")
     return " ".join(parts)
@@ -887,9 +946,20 @@ def main(args: argparse.Namespace) -> int:
                 costs = calibration.costs(spec.profile)
                 log.info("%s: evaluating the filters on the visits' alerts", spec.title)
                 work = workload(spec)
+                file_costs, remeasured = costs, None
+                if getattr(args, "validate_recalibrate", False):
+                    log.info("%s: re-measuring the stream costs on this broker", spec.key)
+                    costs, remeasured = remeasure(file_costs, bootstrap, pid, spec.profile)
+                    log.info("%s: %s", spec.key, ", ".join(
+                        f"{k} {1e6 * getattr(file_costs, k):.0f} -> "
+                        f"{1e6 * getattr(costs, k):.0f} us" for k in remeasured))
                 log.info("%s: running the pipeline", spec.key)
                 run = run_pipeline(spec, bootstrap, pid, workdir / spec.key)
                 out = compare_run(spec, work, run, costs)
+                if remeasured is not None:
+                    out.remeasured, out.file_costs = remeasured, file_costs
+                    out.file_visit_predicted = compare_run(
+                        spec, work, run, file_costs).row["visit_s_predicted"]
                 r = out.row
                 log.info("%s: visit %.2f s predicted, %.2f s measured (%+.1f%%); lag %d / %d; "
                          "%s / %s", spec.key, r["visit_s_predicted"], r["visit_s_measured"],
@@ -901,7 +971,9 @@ def main(args: argparse.Namespace) -> int:
     cal_path = getattr(args, "calibration", None) or "sim/calibration.json"
     section = report(outcomes, command=_command(args), machine=machine, when=when,
                      costs_source=f"the costs in `{cal_path}` (`minibroker sim calibrate "
-                     f"--kafka local`; each cost's note says how it was measured)",
+                     f"--kafka local`; each cost's note says how it was measured)"
+                     + (", the stream costs re-measured before each configuration (below)"
+                        if getattr(args, "validate_recalibrate", False) else ""),
                      memory=memory)
     print(section)
     if getattr(args, "validate_json", None):

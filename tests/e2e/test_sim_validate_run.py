@@ -1,4 +1,4 @@
-"""``minibroker sim validate --quick`` on the session's real Kafka.
+"""``minibroker sim validate --quick --recalibrate`` on the session's real Kafka.
 
 Runs the two quick configurations (a lightly loaded group that clearly keeps up; 20,000
 small alerts per 1-s visit through 100 filters, which clearly cannot) as real
@@ -26,7 +26,7 @@ def test_quick_validation_writes_a_measured_table(kafka_bootstrap: str,
     bench.write_text("# Benchmarks\n\n## Throughput\n\nsomeone else's numbers\n")
     raw = tmp_path / "validate.json"
     rc = cli(["sim", "validate", "--quick", "--bootstrap", kafka_bootstrap,
-              "--output", str(bench), "--json", str(raw)])
+              "--output", str(bench), "--json", str(raw), "--recalibrate"])
     assert rc in (0, 1)  # 1: a bar missed; the table is written either way
 
     text = bench.read_text()
@@ -52,6 +52,16 @@ def test_quick_validation_writes_a_measured_table(kafka_bootstrap: str,
         # Memory handed back to a VM host during the run: known or honestly unknown.
         took = c["measured"]["reported_kib"]
         assert took is None or took >= 0
+        # --recalibrate: the stream costs measured again on this broker, every pass kept,
+        # and the calibration file's own prediction reported beside.
+        again = c["remeasured"]
+        assert len(again["producer_send"]) == 3 and min(again["producer_send"]) > 0
+        assert min(again["consume"]) > 0
+        if "broker_in" in again:  # the broker's process found (a local Kafka)
+            assert min(again["broker_in"]) > 0 and min(again["broker_out_tail"]) >= 0
+        assert c["file_visit_predicted"] > 0
+    assert "Costs re-measured on the same broker just before each configuration" in text
+    assert "--recalibrate" in text
     assert healthy["row"]["verdict_measured"] == "keeps up"
     assert healthy["row"]["lag_measured"] == 0
     assert overloaded["row"]["verdict_measured"] == "falls behind"

@@ -7,6 +7,7 @@ transactionally; nothing auto-creates topics.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ __all__ = [
     "admin",
     "consumer",
     "deadletter_topic",
+    "discard_topics",
     "ensure_topics",
     "producer",
     "read_state",
@@ -88,6 +90,22 @@ def topic_exists(bootstrap: str, topic: str, timeout: float = 10.0) -> bool:
     md = admin(bootstrap).list_topics(topic=topic, timeout=timeout)
     t = md.topics.get(topic)
     return t is not None and t.error is None
+
+
+def discard_topics(bootstrap: str, topics: Iterable[str], timeout: float = 30.0) -> None:
+    """Delete scratch topics (a measurement's), best effort: a topic that cannot be
+    deleted is left behind, never an error."""
+    names = list(dict.fromkeys(topics))
+    if not names:
+        return
+    # Keep the client referenced until every future is done: a client collected
+    # earlier fails them all with _DESTROY and deletes nothing.
+    client = admin(bootstrap)
+    with contextlib.suppress(Exception):
+        futures = client.delete_topics(names, operation_timeout=timeout)
+        for fut in futures.values():
+            with contextlib.suppress(Exception):
+                fut.result()
 
 
 def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int = 1,

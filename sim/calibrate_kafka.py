@@ -359,9 +359,7 @@ def warm_broker(bootstrap: str, data: Sequence[bytes], alerts: int = 15_000) -> 
         _consume_all(cons, topic, 0, alerts, 300)
         cons.close()
     finally:
-        with contextlib.suppress(Exception):
-            for fut in kafka_io.admin(bootstrap).delete_topics([topic]).values():
-                fut.result()
+        kafka_io.discard_topics(bootstrap, [topic])
 
 
 def _commit(prod: Any, cons: Any, state_topic: str, group: str, offsets: list[Any]) -> None:
@@ -515,32 +513,27 @@ def measure_kafka_costs(
                     f"topic read {_READS} times (range {spread['broker_out']})")
             results[profile] = m
     finally:
-        if created:
-            with contextlib.suppress(Exception):
-                futures = kafka_io.admin(bootstrap).delete_topics(created, operation_timeout=30)
-                for fut in futures.values():
-                    with contextlib.suppress(Exception):
-                        fut.result()
+        kafka_io.discard_topics(bootstrap, created)
     return results
 
 
-def measure_stream_costs(bootstrap: str, data: Sequence[bytes], *,
-                         broker_pid: int | None = None, repeats: int = 3,
-                         warmup: int = _WARMUP) -> dict[str, list[float]]:
+def measure_stream_costs(bootstrap: str, profile: str, *, broker_pid: int | None = None,
+                         repeats: int = 3, seed: int = 0) -> dict[str, list[float]]:
     """Re-measure :data:`STREAM_COSTS` on a broker that is already warm: every repeat's
     value per cost (a discarded pass first), for a validation that wants the costs of the
     minute it runs in rather than those of the calibration file's day.
 
-    ``data``: the alerts to send, ``warmup`` of them first on each fresh producer. The
-    topics are created with unique names and deleted afterwards. The broker costs are
-    left out when its process cannot be found.
+    ``profile``'s alerts are generated and timed in the calibration's numbers
+    (:data:`DEFAULT_ALERTS`). The topics are created with unique names and deleted
+    afterwards. The broker costs are left out when its process cannot be found.
     """
     from broker import kafka_io
+    from broker.generator import generate_visit
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    if len(data) <= warmup:
-        raise ValueError(f"need more than {warmup} alerts, got {len(data)}")
+    n = DEFAULT_ALERTS.get(profile, 2000)
+    data = generate_visit(1, n + _WARMUP, profile=profile, seed=seed)
     broker = _BrokerClock(find_broker_pid(bootstrap) if broker_pid is None else broker_pid)
     run_id = uuid.uuid4().hex[:8]
     created: list[str] = []
@@ -553,8 +546,7 @@ def measure_stream_costs(bootstrap: str, data: Sequence[bytes], *,
             created.append(topic)
             cons = kafka_io.consumer(bootstrap, f"sim-spot-{run_id}-reader")
             try:
-                one = _measure_stream(bootstrap, broker, topic, list(data), len(data) - warmup,
-                                      cons, warmup)
+                one = _measure_stream(bootstrap, broker, topic, data, n, cons)
             finally:
                 cons.close()
             gc.collect()
@@ -562,15 +554,11 @@ def measure_stream_costs(bootstrap: str, data: Sequence[bytes], *,
                 for k in samples:
                     samples[k].append(one[k])
     finally:
-        with contextlib.suppress(Exception):
-            futures = kafka_io.admin(bootstrap).delete_topics(created, operation_timeout=30)
-            for fut in futures.values():
-                with contextlib.suppress(Exception):
-                    fut.result()
+        kafka_io.discard_topics(bootstrap, created)
     return samples
 
 
-def _measure_stream(bootstrap: str, broker: _BrokerClock, topic: str, data: list[bytes],
+def _measure_stream(bootstrap: str, broker: _BrokerClock, topic: str, data: Sequence[bytes],
                     n: int, cons: Any, warmup: int = _WARMUP, reads: int = _READS
                     ) -> dict[str, float]:
     """The producer's and one reader's costs per alert, and the broker's under each."""
@@ -654,10 +642,7 @@ def _tail_cost(bootstrap: str, broker: _BrokerClock, topic: str, data: Sequence[
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        with contextlib.suppress(Exception):
-            for fut in kafka_io.admin(bootstrap).delete_topics(
-                    [target], operation_timeout=30).values():
-                fut.result()
+        kafka_io.discard_topics(bootstrap, [target])
     tail = max(0.0, w.broker_cpu / n - broker_in) / tails if broker.known else 0.0
     return w.cpu / n, tail, reader_cpu / (n * tails)
 

@@ -484,10 +484,7 @@ def run_pipeline(spec: Spec, bootstrap: str, kafka_pid: int | None = None,
         busy1 = machine_busy()
         reported1 = hostmem.reported_kib()
         pipe.stop()
-        with contextlib.suppress(Exception):
-            for fut in kafka_io.admin(bootstrap).delete_topics(
-                    [topic], operation_timeout=30).values():
-                fut.result()
+        kafka_io.discard_topics(bootstrap, [topic])
     other = busy1 - busy0 - sum(cpu.values()) if cpu else math.nan
     rows = sampler.rows if sampler is not None else []
     run = RunResult(
@@ -677,8 +674,6 @@ def compare_run(spec: Spec, work: Workload, run: RunResult, costs: Costs,
                    metric_measured=_nanmean(run.metric[:, skip:]))
 
 
-# Alerts per re-measurement pass: as the calibration times them (~380 MB realistic).
-SPOT_ALERTS = {"realistic": 3000, "dmtn081": 10_000}
 SPOT_REPEATS = 3
 
 
@@ -686,11 +681,10 @@ def remeasure(costs: Costs, bootstrap: str, pid: int | None, profile: str,
               repeats: int = SPOT_REPEATS) -> tuple[Costs, dict[str, list[float]]]:
     """``costs`` with the stream costs re-measured now on the broker at ``bootstrap``
     (median of ``repeats``), and every repeat's value by cost name."""
-    from broker.generator import generate_visit
     from sim.calibrate_kafka import measure_stream_costs
 
-    data = generate_visit(1, SPOT_ALERTS.get(profile, 3000) + 100, profile=profile, seed=7)
-    samples = measure_stream_costs(bootstrap, data, broker_pid=pid, repeats=repeats)
+    samples = measure_stream_costs(bootstrap, profile, broker_pid=pid, repeats=repeats,
+                                   seed=7)
     named = {("producer_send" if k == "producer_kafka" else k): v for k, v in samples.items()}
     medians = {k: float(np.median(v)) for k, v in named.items() if v}
     return replace(costs, **medians), named
@@ -779,9 +773,7 @@ def report(outcomes: Sequence[Outcome], *, command: str, machine: str, when: str
             f"{groups_pred:.1f} / {groups_meas:.1f} | {other:.2f} | {took} | {run.wall:.0f} |")
     spot = [o for o in outcomes if o.remeasured is not None and o.file_costs is not None]
     if spot:
-        names = [k for k in ("producer_send", "broker_in", "consume", "consume_tail",
-                             "broker_out", "broker_out_tail")
-                 if any(k in (o.remeasured or {}) for o in spot)]
+        names = list(dict.fromkeys(k for o in spot for k in o.remeasured or {}))
         lines += ["", "Costs re-measured on the same broker just before each configuration "
                   "(`--recalibrate`: the calibration's own producer, broker and reader code, "
                   f"median of {SPOT_REPEATS} passes, us per alert: calibration file -> now, "

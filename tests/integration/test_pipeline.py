@@ -20,7 +20,13 @@ from kafkatools import committed_offset, end_offset, minibroker, read_topic, sto
 from broker.alerts import decode, visit_of
 from broker.catalogue import default_filters
 from broker.generator import AlertGenerator
-from broker.kafka_io import deadletter_topic, ensure_topics, producer
+from broker.kafka_io import (
+    deadletter_topic,
+    discard_topics,
+    ensure_topics,
+    producer,
+    topic_exists,
+)
 from broker.producer import ProducerConfig
 from broker.producer import run as produce
 
@@ -283,3 +289,15 @@ def test_bare_avro_of_the_2016_schema_is_filtered_with_a_configured_schema(
     # 26 of 40 pass, 13 in each of the two visits: under the cap, all are delivered.
     assert per_visit == {visit0: 13, visit0 + 1: 13}, (per_visit, err[-1500:])
     assert {r.value for r in got} == passing
+
+
+def test_discard_topics_deletes_scratch_topics_and_ignores_missing_ones(
+        kafka_bootstrap: str) -> None:
+    names = [f"scratch-{uuid.uuid4().hex[:8]}-{k}" for k in range(2)]
+    ensure_topics(kafka_bootstrap, names)
+    assert all(topic_exists(kafka_bootstrap, t) for t in names)
+    discard_topics(kafka_bootstrap, [*names, f"never-created-{uuid.uuid4().hex[:8]}"])
+    deadline = time.monotonic() + 30
+    while any(topic_exists(kafka_bootstrap, t) for t in names) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(topic_exists(kafka_bootstrap, t) for t in names)

@@ -441,7 +441,8 @@ def measure_kafka_costs(
                 topic = f"sim-calibrate-{run_id}-{profile}-{rep}"
                 outs = [f"{topic}-out{k:02d}" for k in range(20)]
                 kafka_io.ensure_topics(bootstrap, [topic, *outs])
-                created += [topic, *outs]
+                # The group loop's filter group sets its dead letters aside next to its input.
+                created += [topic, *outs, kafka_io.deadletter_topic(topic)]
                 one = _measure_once(bootstrap, broker, topic, outs, state_topic, data, n,
                                     outputs, commits, f"sim-calibrate-{run_id}-{profile}")
                 log.info("Kafka calibration, %s, %s: %s", profile,
@@ -518,21 +519,24 @@ def measure_kafka_costs(
 
 
 def measure_stream_costs(bootstrap: str, profile: str, *, broker_pid: int | None = None,
-                         repeats: int = 3, seed: int = 0) -> dict[str, list[float]]:
+                         repeats: int = 3, seed: int = 0,
+                         alerts: int | None = None) -> dict[str, list[float]]:
     """Re-measure :data:`STREAM_COSTS` on a broker that is already warm: every repeat's
     value per cost (a discarded pass first), for a validation that wants the costs of the
     minute it runs in rather than those of the calibration file's day.
 
-    ``profile``'s alerts are generated and timed in the calibration's numbers
-    (:data:`DEFAULT_ALERTS`). The topics are created with unique names and deleted
-    afterwards. The broker costs are left out when its process cannot be found.
+    ``alerts`` of ``profile`` are generated and timed per repeat (default: the
+    calibration's numbers, :data:`DEFAULT_ALERTS`). The topics are created with unique
+    names and deleted afterwards. The broker costs are left out when its process cannot be found.
     """
     from broker import kafka_io
     from broker.generator import generate_visit
 
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    n = DEFAULT_ALERTS.get(profile, 2000)
+    n = alerts if alerts is not None else DEFAULT_ALERTS.get(profile, 2000)
+    if n < 1:
+        raise ValueError(f"alerts must be >= 1, got {n}")
     data = generate_visit(1, n + _WARMUP, profile=profile, seed=seed)
     broker = _BrokerClock(find_broker_pid(bootstrap) if broker_pid is None else broker_pid)
     run_id = uuid.uuid4().hex[:8]

@@ -1,10 +1,10 @@
-"""``minibroker sim validate --quick --recalibrate`` on the session's real Kafka.
+"""``minibroker sim validate --quick --recalibrate --repeats 2`` on the session's Kafka.
 
 Runs the two quick configurations (a lightly loaded group that clearly keeps up; 20,000
-small alerts per 1-s visit through 100 filters, which clearly cannot) as real
+small alerts per 1-s visit through 100 filters, which clearly cannot) twice each as real
 ``minibroker filter`` / ``minibroker produce`` subprocesses, predicts them with the model,
 and checks the table it writes: real measured numbers, the measured verdicts, the model's
-verdicts, and the rest of BENCHMARKS.md left alone.
+verdicts, both runs combined, and the rest of BENCHMARKS.md left alone.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def test_quick_validation_writes_a_measured_table(kafka_bootstrap: str,
     bench.write_text("# Benchmarks\n\n## Throughput\n\nsomeone else's numbers\n")
     raw = tmp_path / "validate.json"
     rc = cli(["sim", "validate", "--quick", "--bootstrap", kafka_bootstrap,
-              "--output", str(bench), "--json", str(raw), "--recalibrate"])
+              "--output", str(bench), "--json", str(raw), "--recalibrate", "--repeats", "2"])
     assert rc in (0, 1)  # 1: a bar missed; the table is written either way
 
     text = bench.read_text()
@@ -39,9 +39,22 @@ def test_quick_validation_writes_a_measured_table(kafka_bootstrap: str,
             re.finditer(r"^\| (qa|qd) \|.*$", text, flags=re.MULTILINE)}
     assert set(rows) == {"qa", "qd"}, text
 
-    data = {c["spec"]["key"]: c for c in json.loads(raw.read_text())["configs"]}
-    healthy, overloaded = data["qa"], data["qd"]
-    for c in (healthy, overloaded):
+    saved = json.loads(raw.read_text())
+    runs = saved["configs"]
+    # Round robin: qa, qd, qa, qd; each run of a configuration on visit numbers of its own.
+    assert [(c["spec"]["key"], c["repeat"]) for c in runs] == [
+        ("qa", 0), ("qd", 0), ("qa", 1), ("qd", 1)]
+    for key in ("qa", "qd"):
+        first, second = (c["spec"]["first_visit"] for c in runs if c["spec"]["key"] == key)
+        assert second > first + 2  # three visits each, none shared
+        both = saved["combined"][key]
+        assert both["runs"] == 2 and len(both["visit_s_measured_runs"]) == 2
+        assert both["visit_s_measured"] == pytest.approx(
+            sum(both["visit_s_measured_runs"]) / 2)
+    assert "| runs (measured) | spread |" in text and "| qa run 2 |" in text
+    healthy_runs = [c for c in runs if c["spec"]["key"] == "qa"]
+    overloaded_runs = [c for c in runs if c["spec"]["key"] == "qd"]
+    for c in runs:
         row = c["row"]
         # Real measurements: positive visit times and CPU actually used by the services.
         assert row["visit_s_measured"] > 0 and row["visit_s_predicted"] > 0
@@ -61,11 +74,13 @@ def test_quick_validation_writes_a_measured_table(kafka_bootstrap: str,
             assert min(again["broker_in"]) > 0 and min(again["broker_out_tail"]) >= 0
         assert c["file_visit_predicted"] > 0
     assert "Costs re-measured on the same broker just before each configuration" in text
-    assert "--recalibrate" in text
-    assert healthy["row"]["verdict_measured"] == "keeps up"
-    assert healthy["row"]["lag_measured"] == 0
-    assert overloaded["row"]["verdict_measured"] == "falls behind"
-    assert overloaded["row"]["lag_measured"] > 0
-    # The model gets these clear cases right.
-    assert healthy["row"]["verdict_predicted"] == "keeps up"
-    assert overloaded["row"]["verdict_predicted"] == "falls behind"
+    assert "--recalibrate --repeats 2" in text
+    for healthy in healthy_runs:
+        assert healthy["row"]["verdict_measured"] == "keeps up"
+        assert healthy["row"]["lag_measured"] == 0
+        # The model gets these clear cases right.
+        assert healthy["row"]["verdict_predicted"] == "keeps up"
+    for overloaded in overloaded_runs:
+        assert overloaded["row"]["verdict_measured"] == "falls behind"
+        assert overloaded["row"]["lag_measured"] > 0
+        assert overloaded["row"]["verdict_predicted"] == "falls behind"

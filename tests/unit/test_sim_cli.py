@@ -102,6 +102,16 @@ def test_options_read_environment_variables(monkeypatch: pytest.MonkeyPatch,
     assert "MINIBROKER_CORES" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("repeats", ["0", "10"])
+def test_validate_refuses_impossible_repeats_before_starting_anything(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, repeats: str) -> None:
+    out = tmp_path / "BENCHMARKS.md"
+    code, _, err = run(capsys, "validate", "--repeats", repeats, "--output", str(out))
+    assert code == 2
+    assert "--repeats must be between 1 and 9" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 def test_missing_calibration_file_is_a_usage_error(capsys: pytest.CaptureFixture[str],
                                                    tmp_path: Path) -> None:
     code, _, err = run(capsys, "run", *SMALL, "--calibration", str(tmp_path / "none.json"))

@@ -17,15 +17,23 @@ import pytest
 from sim.costs import Costs
 from sim.model import Config, ConfigError, simulate
 from sim.validate import (
+    CONFIGS,
     END_MARK,
     HEADING,
+    MAX_REPEATS,
+    QUICK_CONFIGS,
     START_MARK,
+    WARM_UP,
     RunResult,
     Spec,
     Workload,
     analyse,
+    combine_repeats,
+    compare_run,
     measured_verdict,
     model_config,
+    repeat_spec,
+    report,
     update_section,
 )
 
@@ -240,3 +248,84 @@ def test_per_filter_cost_is_measured_the_way_a_group_runs_filters() -> None:
     assert 0 <= per < 2e-6
     assert 1e-6 < one_filter < 1e-3
     assert "GroupCore.evaluate" in how
+
+
+def _row(predicted: float, measured: float, keeps_up: bool = True,
+         measured_keeps_up: bool | None = None, lag: int = 0) -> dict:
+    m_ok = keeps_up if measured_keeps_up is None else measured_keeps_up
+    return {"configuration": "x", "visit_s_predicted": predicted,
+            "visit_s_measured": measured, "visit_error": (predicted - measured) / measured,
+            "visit_ok": abs(predicted - measured) <= 0.15 * measured,
+            "lag_predicted": lag, "lag_measured": lag,
+            "verdict_predicted": "keeps up" if keeps_up else "falls behind",
+            "verdict_measured": "keeps up" if m_ok else "falls behind",
+            "verdict_ok": keeps_up == m_ok}
+
+
+def test_repeats_compare_means_and_keep_the_spread() -> None:
+    # Two runs 20% either side of the prediction: each alone misses a 15% bar, their
+    # mean meets it exactly, and the spread says how much one run swings.
+    row = combine_repeats([_row(4.0, 5.0), _row(4.0, 10 / 3)])
+    assert row["runs"] == 2
+    assert row["visit_s_predicted"] == pytest.approx(4.0)
+    assert row["visit_s_measured"] == pytest.approx(25 / 6)
+    assert row["visit_error"] == pytest.approx(4.0 / (25 / 6) - 1)
+    assert row["visit_ok"]
+    assert row["measured_spread"] == pytest.approx((5.0 - 10 / 3) / (25 / 6))
+    assert row["run_errors"] == pytest.approx([-0.2, 0.2])
+    assert row["verdict_predicted"] == row["verdict_measured"] == "keeps up"
+    assert row["verdict_ok"]
+    # Means that stay apart miss it, however the single runs fall.
+    assert not combine_repeats([_row(4.0, 5.0), _row(4.0, 5.5)])["visit_ok"]
+
+
+def test_a_verdict_wrong_in_one_run_is_wrong() -> None:
+    row = combine_repeats([_row(1.0, 1.0, lag=0),
+                           _row(1.0, 1.0, keeps_up=True, measured_keeps_up=False, lag=7)])
+    assert not row["verdict_ok"]
+    assert row["verdict_measured"] == "keeps up, falls behind"
+    assert row["lag_measured"] == [0, 7]
+    with pytest.raises(ValueError, match="no runs"):
+        combine_repeats([])
+
+
+def test_repeats_never_share_visit_numbers() -> None:
+    """The per-visit cap state a group keeps in Kafka must not carry over to any other
+    run: every run of every configuration (and the warm-up) owns its visit numbers."""
+    taken: dict[int, str] = {}
+    specs = [*CONFIGS.values(), *QUICK_CONFIGS.values()]
+    runs = [(s, r) for s in specs for r in range(MAX_REPEATS)] + [(WARM_UP, 0)]
+    for spec, r in runs:
+        one = repeat_spec(spec, r)
+        assert (one.key, one.alerts_per_visit, one.interval) == (
+            spec.key, spec.alerts_per_visit, spec.interval)
+        for v in range(one.first_visit, one.first_visit + one.visits):
+            assert v not in taken, f"{spec.key} run {r} reuses visit {v} of {taken[v]}"
+            taken[v] = f"{spec.key} run {r}"
+
+
+def test_report_of_repeated_runs_shows_every_run() -> None:
+    spec = Spec("h", 1, 1, 100, 10.0, 2, note="tiny")
+    work = Workload(pass_fractions=((0.1,),), history_fractions=(0.0,),
+                    has_history=False, sampled=100)
+    outcomes = []
+    for r, lateness in enumerate([0.0, 0.6]):
+        t = [0.5, 1.5, 2.5, 3.5 + lateness, 10.5, 11.5, 12.5 + lateness, 20.5]
+        run = _run(spec, t, [0, 50, 100, 100, 150, 200, 200, 200],
+                   [[0], [0], [50], [100], [100], [150], [200], [200]],
+                   starts=[1.0, 10.0], acked=[2.4, 11.8], first=[[1.2, 10.1]])
+        out = compare_run(repeat_spec(spec, r), work, run, COSTS, cores=2)
+        out.repeat = r
+        outcomes.append(out)
+    text = report(outcomes, command="minibroker sim validate --repeats 2",
+                  machine="m", when="now", costs_source="test costs")
+    assert "Each configuration was run 2 times" in text
+    assert "| runs (measured) | spread | error (runs) |" in text
+    singles = [o.row["visit_s_measured"] for o in outcomes]
+    assert singles[1] > singles[0]
+    row = next(line for line in text.splitlines() if line.startswith("| h |"))
+    assert f"{singles[0]:.2f}, {singles[1]:.2f}" in row
+    assert f"| {np.mean(singles):.2f} |" in row
+    assert "| h run 1 |" in text and "| h run 2 |" in text
+    assert text.count("- **h: ") == 1  # the configuration is described once
+    assert "(means of 2 runs)" in text

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -184,8 +186,13 @@ def steady_memory(params: Path = PARAMS, buddyinfo: Path = BUDDYINFO, *,
     before = page_reporting(params, buddyinfo)
     state = SteadyMemory(before, params)
     changed = False
+    old_handler: Any = None
     try:
         if before is not None and before.active:
+            # A SIGTERM (kill, a CI timeout) would end Python without running ``finally``
+            # and leave the machine's setting changed; as SystemExit, it restores it.
+            if threading.current_thread() is threading.main_thread():
+                old_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
             _write_order(params, before.max_order + 1)
             changed = True
             log.info("free page reporting off for this run (page_reporting_order %d -> %d)",
@@ -205,6 +212,12 @@ def steady_memory(params: Path = PARAMS, buddyinfo: Path = BUDDYINFO, *,
                 _write_order(params, before.order)
                 log.info("free page reporting restored (page_reporting_order %d)",
                          before.order)
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+
+
+def _exit_on_sigterm(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def add_option(parser: Any) -> None:

@@ -97,3 +97,19 @@ def test_prefault_touches_then_frees(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("numpy.ones", ones)
     touched, seconds = hostmem.prefault(leave_free=chunk, chunk=chunk)
     assert touched == 3 * chunk and seconds >= 0
+
+
+def test_steady_memory_restores_when_the_run_is_killed(tmp_path: Path) -> None:
+    """``kill`` (SIGTERM) of a measuring command still puts the machine's setting back."""
+    import os
+    import signal
+
+    params, buddy = _tree(tmp_path)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped, hostmem.steady_memory(params, buddy,
+                                                                     touch=False):
+        assert (params / "page_reporting_order").read_text().strip() == "11"
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert (params / "page_reporting_order").read_text().strip() == "9"
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -1,6 +1,7 @@
 """The Kafka part of ``minibroker sim calibrate`` on a real broker.
 
-Small counts (one repeat of 2,000 small alerts), so the numbers are noisy: the
+One repeat of 10,000 small alerts (the default for them; with fewer, the broker's CPU
+per alert falls within its 10-ms clock ticks), so the numbers are noisy: the
 test checks that every cost is measured, through real processes, and is physically
 possible, and that the calibration leaves no topic behind; it does not check speed.
 """
@@ -25,7 +26,7 @@ def _calibration_topics(bootstrap: str) -> set[str]:
 def test_kafka_costs_are_measured_and_leave_no_topics(kafka_bootstrap: str) -> None:
     before = _calibration_topics(kafka_bootstrap)
     pid = find_broker_pid(kafka_bootstrap)
-    got = measure_kafka_costs(kafka_bootstrap, ["dmtn081"], alerts=2000, repeats=1,
+    got = measure_kafka_costs(kafka_bootstrap, ["dmtn081"], alerts=10000, repeats=1,
                               outputs=40, commits=4, warm_up=500, seed=3,
                               command="pytest")
     m = got["dmtn081"]
@@ -43,8 +44,8 @@ def test_kafka_costs_are_measured_and_leave_no_topics(kafka_bootstrap: str) -> N
         assert "dmtn081" in m.notes[k]  # per-alert costs name the alerts they moved
     # A commit waits on the broker's round trips: its wall time beyond its CPU.
     assert m.values["commit_wait"] > 0
-    # Whole group process per alert, its commits taken out (a window of 1,750 alerts
-    # and 7 commits: fewer alerts leave it within the commits' noise, clamped to 0).
+    # Whole group process per alert, its commits taken out (passes until 4,000 alerts
+    # are timed: a window of one batch leaves it within the commits' noise).
     assert m.values["group_loop"] > 0
     if pid is not None:
         assert m.values["broker_in"] > 0 and m.values["broker_out"] >= 0

@@ -26,7 +26,8 @@ every service uses) on generated alerts of each profile and times:
   apart with outputs in each, as in a busy group: back to back, each would also wait
   ~100 ms (librdkafka's retry backoff) for the broker to finish the previous one;
 - ``broker_in`` / ``broker_out`` / ``broker_commit`` / ``broker_marker``: the Kafka
-  broker's own CPU (the ``java`` process's user + system time read with psutil before and
+  broker's own CPU (the ``java`` process's CPU time, summed over its threads' schedstat
+  to the nanosecond, or psutil's clock ticks where the kernel keeps no schedstat, before and
   after, minus its idle rate measured just before) per alert appended by the producer,
   per alert served to one consumer, per transaction commit, and per output partition of
   a transaction (its commit marker: transactions writing to one topic against ten);
@@ -51,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import platform
 import shutil
 import statistics
@@ -177,8 +179,30 @@ def kafka_for_calibration(bootstrap: str) -> Iterator[tuple[str, int | None]]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _threads_cpu(pid: int) -> float | None:
+    """CPU seconds of a process's live threads to the nanosecond, from Linux schedstat.
+
+    psutil's process times count 10-ms clock ticks: the broker's CPU for a few thousand
+    small alerts is a tick or two, and read 0 after its idle rate was taken off. A thread
+    that ends between two readings takes its time with it; the broker's threads live
+    as long as it does. None where the kernel does not keep schedstat.
+    """
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total = 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+    return total / 1e9 if total else None
+
+
 class _BrokerClock:
-    """The broker's CPU seconds (user + system) through psutil; 0 when unknown."""
+    """The broker's CPU seconds (user + system; schedstat or psutil); 0 when unknown."""
 
     def __init__(self, pid: int | None) -> None:
         self.proc: Any = None
@@ -195,6 +219,9 @@ class _BrokerClock:
     def __call__(self) -> float:
         if self.proc is None:
             return 0.0
+        exact = _threads_cpu(self.proc.pid)
+        if exact is not None:
+            return exact
         t = self.proc.cpu_times()
         return float(t.user + t.system)
 
@@ -605,7 +632,7 @@ def _measure_stream(bootstrap: str, broker: _BrokerClock, topic: str, data: Sequ
 
     # -- a consumer reading like a filter group (assign: no rebalance in the window),
     # the topic read ``reads`` times over so the broker's small serving cost stands out
-    # of psutil's 10-ms clock ticks.
+    # of its idle rate (and of psutil's 10-ms clock ticks, where there is no schedstat).
     cons.list_topics(topic, timeout=10)
     _consume_all(cons, topic, 0, warmup, 60)
     idle = broker.idle_rate(0.5)
@@ -726,7 +753,7 @@ def _measure_once(bootstrap: str, broker: _BrokerClock, topic: str, outs: list[s
     # The broker's work per commit grows with the partitions the transaction wrote to
     # (one commit marker each): transactions with the same outputs spread over one topic
     # and over ten separate the two.
-    idle = broker.idle_rate(2.0)  # psutil counts 10-ms ticks: a long idle window
+    idle = broker.idle_rate(2.0)  # a long idle window: the idle rate is small and uneven
     cpus, walls = [], []
     per_txn: dict[int, float] = {}
     for spread_over in (1, _OUTPUTS_PER_TXN):

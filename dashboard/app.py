@@ -11,6 +11,7 @@ place on a timer, and only while it is the visible one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -197,28 +198,44 @@ def create_app(settings: DashboardSettings | None = None) -> dash.Dash:
 
     cap_ids = [f"cap-{s}" for s in CAPACITY_FIELDS]
 
+    # Two steps, after plotly/dash#1613: the renderer drops a callback's pending result
+    # when the same callback fires again, so a model run slower than the refresh tick
+    # (40,000 alerts on a loaded machine) would never be drawn if the tick re-ran it.
+    # The model runs on input changes only; a tick of its own (see CAPACITY_REFRESH_MIN)
+    # redraws from its cached result.
     @app.callback(
-        Output("cap-verdict", "children"), Output("cap-verdict", "className"),
-        Output("cap-visit-seconds", "figure"), Output("cap-lag", "figure"),
+        Output("cap-inputs", "data"),
         *[Input(i, "value") for i in cap_ids],
         Input("cap-profile", "value"), Input("cap-reads", "value"),
-        Input("tick", "n_intervals"), Input("tabs", "value"),
     )
-    def _capacity(*values: Any) -> tuple[Any, ...]:
+    def _capacity_run(*values: Any) -> dict[str, Any]:
         numbers = values[:len(cap_ids)]
-        profile, reads, _n, tab = values[len(cap_ids):]
-        if tab != "capacity" and dash.ctx.triggered_id in ("tick", "tabs"):
-            raise PreventUpdate
+        profile, reads = values[len(cap_ids):]
         kwargs: dict[str, Any] = {}
         for (label, attr, _lo, _hi, _step), value in zip(CAPACITY_FIELDS.values(), numbers,
                                                          strict=True):
             if value is None:
-                message = f"{label}: enter a number within the allowed range"
-                empty = figures.empty_figure("Capacity model", message)
-                return message, "verdict verdict-error", empty, empty
+                return {"error": f"{label}: enter a number within the allowed range"}
             kwargs[attr] = float(value) if attr in ("interval", "cores") else int(value)
         inputs = CapacityInputs(profile=profile or "realistic", reads=reads or "diaSource",
                                 calibration=settings.calibration, **kwargs)
+        predict(inputs)  # cached: the drawing callback below finds it done
+        return {"inputs": dataclasses.asdict(inputs)}
+
+    @app.callback(
+        Output("cap-verdict", "children"), Output("cap-verdict", "className"),
+        Output("cap-visit-seconds", "figure"), Output("cap-lag", "figure"),
+        Input("cap-inputs", "data"), Input("cap-tick", "n_intervals"), Input("tabs", "value"),
+    )
+    def _capacity(run: dict[str, Any] | None, _n: int, tab: str) -> tuple[Any, ...]:
+        if tab != "capacity" and dash.ctx.triggered_id in ("cap-tick", "tabs"):
+            raise PreventUpdate
+        if not run:
+            raise PreventUpdate  # the first model run has not finished yet
+        if "error" in run:
+            empty = figures.empty_figure("Capacity model", run["error"])
+            return run["error"], "verdict verdict-error", empty, empty
+        inputs = CapacityInputs(**run["inputs"])
         pred = predict(inputs)
         if pred.error:
             empty = figures.empty_figure("Capacity model", pred.error)

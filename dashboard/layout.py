@@ -11,10 +11,13 @@ from dash.dash_table.DataTable import DataTable
 
 from dashboard.capacity import PROFILES, READS, CapacityInputs
 
-__all__ = ["CAPACITY_FIELDS", "WINDOWS", "build_layout", "filters_columns"]
+__all__ = ["CAPACITY_FIELDS", "CAPACITY_REFRESH_MIN", "WINDOWS", "build_layout", "filters_columns"]
 
 # Window choices of the Live and Filters pages: label -> seconds.
 WINDOWS = {"5 min": 300, "15 min": 900, "1 h": 3600, "6 h": 21600, "24 h": 86400}
+
+# Seconds between redraws of the capacity page's live overlay, at the least.
+CAPACITY_REFRESH_MIN = 5.0
 
 # Capacity inputs: id suffix -> (label, CapacityInputs field, min, max, step). The bounds
 # keep one what-if run within a couple of seconds on a small machine.
@@ -84,6 +87,9 @@ def _capacity_tab(defaults: CapacityInputs) -> html.Div:
                               "from the running pipeline"),
         ]),
         html.Div(id="cap-live-note", className="note"),
+        # The inputs of the last finished prediction: the page redraws from it on every
+        # refresh, so a refresh never restarts (and never discards) a slow model run.
+        dcc.Store(id="cap-inputs"),
         html.Div(id="cap-verdict", className="verdict"),
         html.Div(className="grid2", children=[
             _graph("cap-visit-seconds", 380), _graph("cap-lag", 380),
@@ -154,4 +160,9 @@ def build_layout(prometheus_url: str, refresh_seconds: float,
             dcc.Tab(label="Filters", value="filters", children=_filters_tab()),
         ]),
         dcc.Interval(id="tick", interval=int(refresh_seconds * 1000), n_intervals=0),
+        # The capacity page's overlay of live values changes once a visit: a slower tick
+        # leaves its redraw (Prometheus queries, two figures) time to finish on a busy
+        # machine before the next one would make the page drop it.
+        dcc.Interval(id="cap-tick", n_intervals=0,
+                     interval=int(max(refresh_seconds, CAPACITY_REFRESH_MIN) * 1000)),
     ])

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
+from dash import dcc
 
 from broker.cli import build_parser
 from broker.options import UsageError
@@ -47,6 +51,30 @@ def test_create_app_has_every_panel() -> None:
                   "producer-rate", "alerts", "cap-visit-seconds", "cap-lag",
                   "filters-table", "status-banner", "tick"):
         assert f"id='{panel}'" in layout, panel
+
+
+def test_capacity_model_runs_on_inputs_only_and_redraws_on_a_slow_tick() -> None:
+    # The page drops a callback's pending result when it fires again (plotly/dash#1613):
+    # a refresh tick must never re-run the model, and the overlay's own tick must leave a
+    # redraw seconds to finish even when the live tabs refresh every second.
+    app = create_app(DashboardSettings(prometheus_url="http://127.0.0.1:1",
+                                       refresh_interval=1.0))
+    inputs = {out: {i["id"] for i in cb["inputs"]} for out, cb in app.callback_map.items()}
+    model_run = inputs["cap-inputs.data"]
+    assert "tick" not in model_run and "cap-tick" not in model_run
+    assert {"cap-alerts", "cap-cores", "cap-profile"} <= model_run
+    (redraw,) = [ids for out, ids in inputs.items() if "cap-visit-seconds.figure" in out]
+    assert redraw == {"cap-inputs", "cap-tick", "tabs"}
+    ticks = {c.id: c.interval for c in _walk(app.layout) if isinstance(c, dcc.Interval)}
+    assert ticks["tick"] == 1000 and ticks["cap-tick"] >= 5000
+
+
+def _walk(component: Any) -> Iterator[Any]:
+    yield component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list) else [children]:
+        if child is not None and hasattr(child, "to_plotly_json"):
+            yield from _walk(child)
 
 
 def test_bad_settings_are_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:

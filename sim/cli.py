@@ -5,19 +5,18 @@
 - ``minibroker sim run`` simulates one configuration and prints a table; ``--figure``
   writes lag over time (``.html``, or ``.png`` with kaleido).
 - ``minibroker sim sweep cores|filters|alerts`` computes capacity curves.
-- ``minibroker sim validate ...`` hands its arguments to ``sim.validate`` (imported only
-  then; it may define ``add_parser_args(parser)`` for them and must define ``main(args)``).
+- ``minibroker sim validate`` runs real pipeline configurations and compares them with
+  the model's predictions (``sim.validate``).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from broker import hostmem
 from broker.options import (
@@ -200,14 +199,9 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
                          "(arguments go to sim.validate).",
                          description="Run real pipeline configurations on Kafka, predict "
                          "them with the model and write predicted-against-measured.")
-    module = _validate_module()
-    if module is not None and hasattr(module, "add_parser_args"):
-        # Its options go straight on this parser: argparse's REMAINDER cannot take
-        # arguments that start with "--" as the first ones.
-        module.add_parser_args(val)
-    else:
-        val.add_argument("validate_args", nargs=argparse.REMAINDER,
-                         help="arguments for sim.validate")
+    from sim import validate  # its options go straight on this parser
+
+    validate.add_parser_args(val)
     val.set_defaults(sim_handler=_validate)
 
 
@@ -405,32 +399,10 @@ def _how(note: str) -> str:
     return "kept"
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Parse errors as UsageError: one line and exit 2, like every minibroker command."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
-
-
-def _validate_module() -> Any:
-    """``sim.validate``, or None when it does not exist."""
-    try:
-        return importlib.import_module("sim.validate")
-    except ModuleNotFoundError as exc:
-        if exc.name != "sim.validate":
-            raise
-        return None
-
-
 def _validate(args: argparse.Namespace) -> int:
-    module = _validate_module()
-    if module is None:
-        raise UsageError("model validation is not available yet (no sim/validate.py)")
-    if hasattr(module, "add_parser_args") and hasattr(args, "validate_args"):
-        parser = _OneLineParser(prog="minibroker sim validate")
-        module.add_parser_args(parser)
-        parser.parse_args(args.validate_args, namespace=args)
-    return int(module.main(args) or 0)
+    from sim import validate
+
+    return int(validate.main(args) or 0)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -137,13 +137,6 @@ def test_calibrate_dry_run_through_the_project_code(capsys: pytest.CaptureFixtur
     assert "decode_full" in out and "measured" in out and "nothing written" in out
 
 
-@pytest.mark.skipif(importlib.util.find_spec("sim.validate") is not None,
-                    reason="sim.validate exists")
-def test_validate_without_its_module_says_so(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "validate")
-    assert code == 2 and "not available" in err
-
-
 def test_group_overhead_from_the_measured_loop() -> None:
     from sim.calibrate_kafka import LOOP_FILTERS
     from sim.costs import Costs

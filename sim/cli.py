@@ -27,6 +27,7 @@ from broker.options import (
     positive_float,
     positive_int,
 )
+from sim import validate
 from sim.costs import (
     DEFAULT_CALIBRATION,
     READS,
@@ -195,12 +196,10 @@ def add_parser_args(parser: argparse.ArgumentParser) -> None:
     option(sweep, "--csv", default=None, type=Path, help="also write the table as CSV")
     sweep.set_defaults(sim_handler=_sweep)
 
-    val = sub.add_parser("validate", help="Predict real pipeline runs and compare "
-                         "(arguments go to sim.validate).",
+    val = sub.add_parser("validate", help="Run real pipeline configurations and "
+                         "compare them with the model's predictions.",
                          description="Run real pipeline configurations on Kafka, predict "
                          "them with the model and write predicted-against-measured.")
-    from sim import validate  # its options go straight on this parser
-
     validate.add_parser_args(val)
     val.set_defaults(sim_handler=_validate)
 
@@ -400,8 +399,6 @@ def _how(note: str) -> str:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from sim import validate
-
     return int(validate.main(args) or 0)
 
 

@@ -1,9 +1,9 @@
 """The Kafka part of ``minibroker sim calibrate`` on a real broker.
 
-One repeat of 10,000 small alerts (the calibration's default for them), so the
-numbers are noisy: the
-test checks that every cost is measured, through real processes, and is physically
-possible, and that the calibration leaves no topic behind; it does not check speed.
+One repeat of 10,000 small alerts (the calibration's default for them), so the numbers
+are noisy: the test checks that every cost is measured, through real processes, and is
+physically possible, and that the calibration leaves no topic behind; it does not check
+speed.
 """
 
 from __future__ import annotations
